@@ -1,0 +1,114 @@
+# The one build of asyncdispatch for C++.
+#
+#   make              the library (build/lib/libasyncdispatch.a), the demo and the echo server
+#   make run          build and run the demo
+#   make test         build and run the test suite (installs doctest-dev when root)
+#   make check        everything CI runs: tests, tests under ASan+UBSan, tests built with clang,
+#                     each public header compiled alone, the stub backend compiled
+#   make format       clang-format every source file
+#
+# BACKEND=epoll|stub picks the backend (default: the host's); BUILD=dir puts the outputs elsewhere
+# under build/; CXX=clang++ builds with clang.
+
+CXX      ?= g++
+BACKEND  ?= epoll
+BUILD    ?= build
+OPT      ?= -O2 -g
+WERROR   ?=
+SANITIZE ?=
+
+CXXFLAGS := -std=c++20 $(OPT) -Wall -Wextra -Wpedantic $(WERROR) $(SANITIZE) -Iinclude \
+            -DASYNCDISPATCH_BACKEND_$(shell echo $(BACKEND) | tr a-z A-Z)=1 -MMD -MP
+LDFLAGS  := $(SANITIZE)
+
+ifeq ($(BACKEND),epoll)
+PLATFORM_SRC := platform/linux/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp
+else ifeq ($(BACKEND),stub)
+PLATFORM_SRC := platform/stub/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp
+else
+$(error BACKEND=$(BACKEND) is not written yet: see the platform matrix in README.md)
+endif
+
+LIB_SRC  := $(wildcard src/*.cpp) $(PLATFORM_SRC)
+LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/obj/%.o)
+LIB      := $(BUILD)/lib/libasyncdispatch.a
+TEST_SRC := $(wildcard tests/*.cpp)
+TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/obj/%.o)
+TESTS    := $(BUILD)/bin/tests
+TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server
+HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
+DOCTEST  := /usr/include/doctest/doctest.h
+
+.PHONY: all run test test-run asan clang headers stub check format format-check clean
+.DEFAULT_GOAL := all
+
+all: $(LIB) $(TOOLS)
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $< $(LIB) -o $@
+
+run: $(BUILD)/bin/demo
+	$(BUILD)/bin/demo
+
+# doctest comes from Debian's doctest-dev; as root it is installed here, otherwise we say how.
+$(DOCTEST):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing doctest-dev (the test framework)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq doctest-dev; \
+	else \
+	  echo "doctest is missing; install it with:  sudo apt-get install -y doctest-dev"; exit 1; \
+	fi
+
+$(TEST_OBJ): | $(DOCTEST)
+
+$(TESTS): $(TEST_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $(TEST_OBJ) $(LIB) -o $@
+
+# The suite stops itself: a hang is a failure, not a stuck CI run.
+test: $(TESTS)
+	timeout 600 $(TESTS)
+
+test-run: test
+
+asan:
+	$(MAKE) BUILD=build/asan SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+	  OPT="-O1 -g" test
+clang:
+	$(MAKE) BUILD=build/clang CXX=clang++ WERROR=-Werror test
+
+# Each public header must compile on its own (the vendored headers stay honest).
+headers: $(HEADERS:include/%.hpp=$(BUILD)/headers/%.o)
+$(BUILD)/headers/%.o: include/%.hpp
+	@mkdir -p $(dir $@)
+	printf '#include <%s>\n' $*.hpp | $(CXX) $(CXXFLAGS) -MF /dev/null -x c++ -c - -o $@
+
+# The stub backend is the porter's template: it must keep compiling.
+stub:
+	$(MAKE) BUILD=build/stub BACKEND=stub WERROR=-Werror build/stub/lib/libasyncdispatch.a
+
+check:
+	$(MAKE) WERROR=-Werror all test headers
+	$(MAKE) asan
+	$(MAKE) clang
+	$(MAKE) stub
+
+SOURCES := $(shell find include src platform tests tools -name '*.cpp' -o -name '*.hpp' 2>/dev/null)
+format:
+	clang-format -i $(SOURCES)
+format-check:
+	clang-format --dry-run --Werror $(SOURCES)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,91 @@
+// Nim's `and`, `or` and `all` over futures. Beyond Nim, they append their callbacks to the
+// inputs (addCallback) instead of replacing the ones a user attached (callback=).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "future.hpp"
+
+namespace asyncdispatch {
+
+// Nim's `and`: completes when both have finished, fails as soon as either fails.
+template <class A, class B>
+Future<void> operator&&(Future<A> a, Future<B> b) {
+  Future<void> ret = newFuture<void>("asyncdispatch.and");
+  auto settle = [ret, a, b]() {
+    if (ret.finished()) return;
+    if (a.failed()) {
+      ret.fail(a.readError());
+    } else if (b.failed()) {
+      ret.fail(b.readError());
+    } else if (a.finished() && b.finished()) {
+      ret.complete();
+    }
+  };
+  a.addCallback(settle);
+  b.addCallback(settle);
+  return ret;
+}
+
+// Nim's `or`: completes or fails with whichever input finishes first; the other is ignored.
+template <class A, class B>
+Future<void> operator||(Future<A> a, Future<B> b) {
+  Future<void> ret = newFuture<void>("asyncdispatch.or");
+  auto first = [ret](const FutureBase& f) {
+    if (ret.finished()) return;
+    if (f.failed()) {
+      ret.fail(f.readError());
+    } else {
+      ret.complete();
+    }
+  };
+  a.addCallback([first](Future<A> f) { first(f); });
+  b.addCallback([first](Future<B> f) { first(f); });
+  return ret;
+}
+
+// Nim's `all`: the values in argument order once every future completed (Future<void> for void
+// futures); fails with the first failure; an empty list completes at once.
+template <class T>
+auto all(std::vector<Future<T>> futs) {
+  using Result = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;
+  struct Shared {
+    std::vector<Future<T>> futs;
+    Future<Result> ret = newFuture<Result>("asyncdispatch.all");
+    std::size_t remaining = 0;
+  };
+  auto shared = std::make_shared<Shared>();
+  shared->futs = std::move(futs);
+  shared->remaining = shared->futs.size();
+  Future<Result> ret = shared->ret;
+
+  auto settle = [](Shared& s) {
+    if constexpr (std::is_void_v<T>) {
+      s.ret.complete();
+    } else {
+      std::vector<T> values;
+      values.reserve(s.futs.size());
+      for (const Future<T>& f : s.futs) values.push_back(f.read());
+      s.ret.complete(std::move(values));
+    }
+  };
+  if (shared->remaining == 0) {
+    settle(*shared);
+    return ret;
+  }
+  for (const Future<T>& f : shared->futs) {
+    f.addCallback([shared, settle](Future<T> done) {
+      if (shared->ret.finished()) return;
+      if (done.failed()) {
+        shared->ret.fail(done.readError());
+      } else if (--shared->remaining == 0) {
+        settle(*shared);
+      }
+    });
+  }
+  return ret;
+}
+
+} // namespace asyncdispatch

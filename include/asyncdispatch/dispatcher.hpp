@@ -1,0 +1,102 @@
+// The dispatcher (Nim's PDispatcher) and everything that runs it: callSoon, timers, the poll loop,
+// the per-thread global dispatcher and the descriptor registry.
+//
+// The dispatcher struct itself differs by backend (a Selector on POSIX, a completion port on
+// Windows) and is defined in backend.hpp; what every backend shares is DispatcherBase.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <iosfwd>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "future.hpp"
+#include "types.hpp"
+
+namespace asyncdispatch {
+
+// One entry of Nim's `timers: seq[tuple[finishAt, fut]]`: fut completes once the monotonic clock
+// reaches finishAt.
+struct TimerEntry {
+  std::chrono::steady_clock::time_point finishAt;
+  Future<void> fut;
+};
+
+// Nim's PDispatcherBase: what the dispatcher holds on every backend.
+struct DispatcherBase {
+  // A binary min-heap ordered by finishAt, ties broken by the future's id, that is by creation
+  // order: two timers due at the same instant fire in the order they were made.
+  std::vector<TimerEntry> timers;
+  // The callSoon queue: future callbacks and callSoon'd functions, run in FIFO order by poll.
+  std::deque<detail::UniqueFunction<void()>> callbacks;
+};
+
+// Nim's PDispatcher is a `ref`: a shared_ptr to the backend's Dispatcher (see backend.hpp).
+struct Dispatcher;
+using PDispatcher = std::shared_ptr<Dispatcher>;
+
+// Nim's newDispatcher: a new dispatcher, not installed as the thread's global one.
+PDispatcher newDispatcher();
+// Nim's setGlobalDispatcher: installs disp for this thread. ValueError if the dispatcher it
+// replaces still has queued callbacks (they would be lost; Nim asserts the same).
+void setGlobalDispatcher(PDispatcher disp);
+// Nim's getGlobalDispatcher: this thread's dispatcher, made on first use.
+PDispatcher getGlobalDispatcher();
+
+// Nim's callSoon: runs cb from the callback phase of a later poll (never inline).
+template <class F>
+void callSoon(F&& cb) {
+  detail::enqueueCallback(detail::UniqueFunction<void()>(std::forward<F>(cb)));
+}
+
+// Nim's sleepAsync: a future that completes after ms milliseconds on the monotonic clock; zero or
+// negative is due at once and completes on the next poll.
+Future<void> sleepAsync(int ms);
+Future<void> sleepAsync(double ms);
+
+// Nim's poll: one pass of the loop (see poll.cpp for its phases). ValueError("No handles or
+// timers registered in dispatcher.") when there is nothing to wait for.
+void poll(int timeout = 500);
+// Nim's drain: polls while anything is pending, for at most timeout ms on the monotonic clock;
+// returns early once nothing is pending and never throws when idle.
+void drain(int timeout = 500);
+// Nim's runForever: polls until poll throws, normally the "No handles" ValueError.
+void runForever();
+// Nim's waitFor: polls until fut finishes, then reads it.
+template <class T>
+T waitFor(Future<T> fut) {
+  while (!fut.finished()) poll();
+  return fut.read();
+}
+// Nim's hasPendingOperations: an armed descriptor, a timer or a queued callback exists.
+bool hasPendingOperations();
+
+// Nim's register: watch fd (nothing is armed until an operation waits on it). ValueError if fd
+// is already registered.
+void register_(AsyncFD fd);
+// Nim's unregister: forget fd without closing it. Beyond Nim, operations still waiting on fd fail
+// with an OSError containing "unregistered" instead of never finishing.
+void unregister(AsyncFD fd);
+// Nim's contains: whether fd is registered with disp.
+bool contains(const PDispatcher& disp, AsyncFD fd);
+// Nim's closeSocket: unregisters and closes fd; operations still waiting fail once with an
+// OSError (EBADF) whose message names the operation and says the socket was closed.
+void closeSocket(AsyncFD fd);
+// Nim's addRead/addWrite: call cb each time fd is readable/writable until cb returns true.
+void addRead(AsyncFD fd, Callback cb);
+void addWrite(AsyncFD fd, Callback cb);
+// Nim's activeDescriptors: armed registrations (an fd with an operation waiting counts, a merely
+// registered one does not).
+int activeDescriptors();
+// Nim's maxDescriptors: the process's descriptor limit minus one.
+int maxDescriptors();
+// Nim's setInheritable: whether fd survives exec (clears or sets close-on-exec); false on error.
+bool setInheritable(AsyncFD fd, bool inheritable);
+
+// Prints the live dispatcher in the notation of Nim's drawing (registered fds with their events
+// and callback counts, pending timers, queued callbacks).
+void dumpDispatcher(std::ostream& os, const PDispatcher& disp = getGlobalDispatcher());
+
+} // namespace asyncdispatch

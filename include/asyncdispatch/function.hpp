@@ -1,0 +1,106 @@
+// A move-only callable, the type behind every stored callback: future callbacks, the callSoon
+// queue and the per-fd readCBs/writeCBs. std::function would do, but it must be copyable (so a
+// callback could not own a coroutine or a unique_ptr) and it allocates for captures above two
+// pointers; this one keeps captures of up to kInlineSize bytes inside itself.
+#pragma once
+
+#include <cstddef>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace asyncdispatch::detail {
+
+template <class Signature>
+class UniqueFunction;
+
+template <class R, class... Args>
+class UniqueFunction<R(Args...)> {
+public:
+  // Room for a lambda that captures a future, a coroutine handle and a few scalars.
+  static constexpr std::size_t kInlineSize = 48;
+
+  UniqueFunction() noexcept = default;
+  UniqueFunction(std::nullptr_t) noexcept {}
+
+  template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, UniqueFunction> &&
+             std::is_invocable_r_v<R, std::remove_cvref_t<F>&, Args...>)
+  UniqueFunction(F&& f) { // NOLINT: implicit, as std::function's is
+    using Fn = std::remove_cvref_t<F>;
+    if constexpr (fitsInline<Fn>) {
+      ::new (static_cast<void*>(storage_)) Fn(std::forward<F>(f));
+      ops_ = &inlineOps<Fn>;
+    } else {
+      ::new (static_cast<void*>(storage_)) Fn*(new Fn(std::forward<F>(f)));
+      ops_ = &heapOps<Fn>;
+    }
+  }
+
+  UniqueFunction(UniqueFunction&& other) noexcept : ops_(other.ops_) {
+    if (ops_) ops_->relocate(storage_, other.storage_);
+    other.ops_ = nullptr;
+  }
+
+  UniqueFunction& operator=(UniqueFunction&& other) noexcept {
+    if (this != &other) {
+      reset();
+      ops_ = other.ops_;
+      if (ops_) ops_->relocate(storage_, other.storage_);
+      other.ops_ = nullptr;
+    }
+    return *this;
+  }
+
+  UniqueFunction(const UniqueFunction&) = delete;
+  UniqueFunction& operator=(const UniqueFunction&) = delete;
+  ~UniqueFunction() { reset(); }
+
+  explicit operator bool() const noexcept { return ops_ != nullptr; }
+
+  R operator()(Args... args) { return ops_->call(storage_, std::forward<Args>(args)...); }
+
+  void reset() noexcept {
+    if (ops_) {
+      const Ops* ops = std::exchange(ops_, nullptr);
+      ops->destroy(storage_);
+    }
+  }
+
+private:
+  struct Ops {
+    R (*call)(void* storage, Args&&... args);
+    void (*relocate)(void* to, void* from) noexcept; // move into `to`, destroy `from`
+    void (*destroy)(void* storage) noexcept;
+  };
+
+  template <class Fn>
+  static constexpr bool fitsInline = sizeof(Fn) <= kInlineSize &&
+                                     alignof(Fn) <= alignof(std::max_align_t) &&
+                                     std::is_nothrow_move_constructible_v<Fn>;
+
+  template <class Fn>
+  static constexpr Ops inlineOps{
+      [](void* s, Args&&... args) -> R {
+        return (*std::launder(static_cast<Fn*>(s)))(std::forward<Args>(args)...);
+      },
+      [](void* to, void* from) noexcept {
+        Fn* f = std::launder(static_cast<Fn*>(from));
+        ::new (to) Fn(std::move(*f));
+        f->~Fn();
+      },
+      [](void* s) noexcept { std::launder(static_cast<Fn*>(s))->~Fn(); }};
+
+  template <class Fn>
+  static constexpr Ops heapOps{
+      [](void* s, Args&&... args) -> R {
+        return (**std::launder(static_cast<Fn**>(s)))(std::forward<Args>(args)...);
+      },
+      [](void* to, void* from) noexcept { ::new (to) Fn*(*std::launder(static_cast<Fn**>(from))); },
+      [](void* s) noexcept { delete *std::launder(static_cast<Fn**>(s)); }};
+
+  alignas(std::max_align_t) unsigned char storage_[kInlineSize];
+  const Ops* ops_ = nullptr;
+};
+
+} // namespace asyncdispatch::detail

@@ -1,0 +1,278 @@
+// Futures (Nim's asyncfutures) and the C++20 coroutine machinery that stands in for Nim's
+// {.async.} macro: any function returning Future<T> may co_await futures and co_return a value.
+//
+// A Future<T> is a copyable handle to shared state, as a Nim `ref` is. The rules that matter:
+//  - callbacks never run inside complete()/fail(): they are queued on the thread's dispatcher
+//    (Nim's callSoon) in registration order, and run by poll();
+//  - co_await of a finished future does not suspend, so a loop of finished awaits uses no stack;
+//  - a coroutine body runs synchronously up to its first co_await of an unfinished future, and an
+//    exception that leaves the body fails the coroutine's future.
+#pragma once
+
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "errors.hpp"
+#include "function.hpp"
+
+namespace asyncdispatch {
+
+template <class T>
+class Future;
+
+namespace detail {
+
+// Queues `cb` on this thread's dispatcher, making the dispatcher on first use (Nim's callSoon).
+void enqueueCallback(UniqueFunction<void()> cb);
+
+// Nim's "Future ID": numbers futures in creation order, per thread.
+std::uint64_t nextFutureId() noexcept;
+
+// The part of a future's state that does not depend on T.
+struct FutureStateBase {
+  explicit FutureStateBase(const char* from) noexcept : fromProc(from), id(nextFutureId()) {}
+  FutureStateBase(const FutureStateBase&) = delete;
+  FutureStateBase& operator=(const FutureStateBase&) = delete;
+  virtual ~FutureStateBase() = default;
+
+  // Nim's checkFinished: throws FutureError if the future already finished.
+  void checkNotFinished() const;
+  // Marks the future finished and moves its callbacks to the dispatcher's queue, in order.
+  void finish();
+  void fail(std::exception_ptr e);
+  // Nim's addCallback: queued at once if the future already finished.
+  void addCallback(UniqueFunction<void()> cb);
+  // For FutureError's "Contents" line; only Future<std::string> has something to show.
+  virtual void describeValue(std::string& out) const;
+
+  std::uint32_t refs = 1; // not atomic: a future belongs to one thread's dispatcher
+  bool finished = false;
+  const char* fromProc;
+  std::uint64_t id;
+  std::exception_ptr error;
+  std::vector<UniqueFunction<void()>> callbacks;
+};
+
+template <class T>
+struct FutureState final : FutureStateBase {
+  using FutureStateBase::FutureStateBase;
+  void describeValue(std::string& out) const override {
+    if constexpr (std::is_convertible_v<const T&, std::string>) {
+      if (value) out += *value;
+    }
+  }
+  std::optional<T> value;
+};
+
+template <>
+struct FutureState<void> final : FutureStateBase {
+  using FutureStateBase::FutureStateBase;
+};
+
+// The continuation of a suspended coroutine, stored as a future callback. If it is destroyed
+// without having run (the future it waited for was dropped unfinished, or its dispatcher went
+// away), it destroys the coroutine frame, so an abandoned coroutine does not leak.
+class ResumeCoroutine {
+public:
+  explicit ResumeCoroutine(std::coroutine_handle<> h) noexcept : handle_(h) {}
+  ResumeCoroutine(ResumeCoroutine&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+  ResumeCoroutine& operator=(ResumeCoroutine&&) = delete;
+  ~ResumeCoroutine() {
+    if (handle_) handle_.destroy();
+  }
+  void operator()() { std::exchange(handle_, {}).resume(); }
+
+private:
+  std::coroutine_handle<> handle_;
+};
+
+template <class T>
+struct Promise;
+
+} // namespace detail
+
+// Nim's FutureBase: what every future has whatever its value type.
+class FutureBase {
+public:
+  FutureBase() noexcept = default;
+  FutureBase(const FutureBase& other) noexcept : state_(other.state_) {
+    if (state_) ++state_->refs;
+  }
+  FutureBase(FutureBase&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+  FutureBase& operator=(FutureBase other) noexcept {
+    std::swap(state_, other.state_);
+    return *this;
+  }
+  ~FutureBase() { release(); }
+
+  // Nim's finished: completed or failed.
+  bool finished() const { return state().finished; }
+  // Nim's failed: finished with an error.
+  bool failed() const { return state().error != nullptr; }
+  // Nim's readError: the stored exception; ValueError("No error in future.") if there is none.
+  std::exception_ptr readError() const;
+  // Nim's fail: finishes the future with an error and queues its callbacks.
+  void fail(std::exception_ptr error) const;
+  template <class E>
+    requires(!std::is_same_v<std::remove_cvref_t<E>, std::exception_ptr>)
+  void fail(const E& error) const {
+    fail(std::make_exception_ptr(error));
+  }
+
+  // The name given to newFuture (or the coroutine's), and the creation-order id, as Nim reports.
+  const char* fromProc() const { return state().fromProc; }
+  std::uint64_t id() const { return state().id; }
+  // True for a default-constructed handle, which refers to no future (Nim's nil).
+  bool isNil() const noexcept { return state_ == nullptr; }
+
+protected:
+  explicit FutureBase(detail::FutureStateBase* adopted) noexcept : state_(adopted) {}
+  detail::FutureStateBase& state() const {
+    if (!state_) throwNil();
+    return *state_;
+  }
+  [[noreturn]] static void throwNil();
+
+  detail::FutureStateBase* state_ = nullptr;
+
+private:
+  void release() noexcept {
+    if (state_ && --state_->refs == 0) delete state_;
+  }
+};
+
+template <class T>
+class Future : public FutureBase {
+public:
+  using value_type = T;
+  using promise_type = detail::Promise<T>;
+
+  Future() noexcept = default; // refers to no future, like Nim's nil
+
+  // Nim's complete(f, v) / complete(f): stores the value and queues the callbacks;
+  // FutureError if the future already finished.
+  template <class U>
+    requires(!std::is_void_v<T> && std::is_constructible_v<T, U &&>)
+  void complete(U&& value) const {
+    auto& s = typedState();
+    s.checkNotFinished();
+    s.value.emplace(std::forward<U>(value));
+    s.finish();
+  }
+  void complete() const
+    requires std::is_void_v<T>
+  {
+    auto& s = typedState();
+    s.checkNotFinished();
+    s.finish();
+  }
+
+  // Nim's read: the value; rethrows the failure; ValueError("Future still in progress.") if
+  // the future has not finished.
+  T read() const { return readState(typedState()); }
+
+  // Nim's addCallback: cb is void() or void(Future<T>); it runs from the dispatcher's callback
+  // queue after the future finishes, in the order the callbacks were added.
+  template <class F>
+  void addCallback(F&& cb) const {
+    state().addCallback(wrap(std::forward<F>(cb)));
+  }
+  // Nim's `callback=`: replaces every callback the future has with cb.
+  template <class F>
+  void callback(F&& cb) const {
+    state().callbacks.clear();
+    addCallback(std::forward<F>(cb));
+  }
+
+  auto operator co_await() const {
+    struct Awaiter {
+      detail::FutureState<T>* s;
+      bool await_ready() const noexcept { return s->finished; }
+      void await_suspend(std::coroutine_handle<> h) const {
+        s->callbacks.emplace_back(detail::ResumeCoroutine(h));
+      }
+      T await_resume() const { return readState(*s); }
+    };
+    return Awaiter{&typedState()};
+  }
+
+private:
+  template <class U>
+  friend Future<U> newFuture(const char* fromProc);
+
+  explicit Future(detail::FutureState<T>* adopted) noexcept : FutureBase(adopted) {}
+  detail::FutureState<T>& typedState() const {
+    return static_cast<detail::FutureState<T>&>(state());
+  }
+
+  static T readState(const detail::FutureState<T>& s) {
+    if (s.error) std::rethrow_exception(s.error);
+    if (!s.finished) throw ValueError("Future still in progress.");
+    if constexpr (!std::is_void_v<T>) return *s.value;
+  }
+
+  template <class F>
+  detail::UniqueFunction<void()> wrap(F&& cb) const {
+    if constexpr (std::is_invocable_v<F&, Future<T>>) {
+      return [self = *this, f = std::forward<F>(cb)]() mutable { f(self); };
+    } else {
+      static_assert(std::is_invocable_v<F&>, "a future callback is void() or void(Future<T>)");
+      return detail::UniqueFunction<void()>(std::forward<F>(cb));
+    }
+  }
+};
+
+// Nim's newFuture[T](fromProc): a pending future; fromProc names it in errors and dumps.
+template <class T>
+Future<T> newFuture(const char* fromProc = "unspecified") {
+  return Future<T>(new detail::FutureState<T>(fromProc));
+}
+
+// Nim's asyncCheck: if `fut` fails, its exception is rethrown from the poll that runs the
+// callback, so a fire-and-forget coroutine cannot fail silently. Beyond Nim, this appends a
+// callback instead of replacing the ones the future has.
+template <class T>
+void asyncCheck(Future<T> fut) {
+  if (fut.isNil()) throw ValueError("asyncCheck: Future is nil");
+  fut.addCallback([](Future<T> f) {
+    if (f.failed()) std::rethrow_exception(f.readError());
+  });
+}
+
+namespace detail {
+
+// The coroutine side of Future<T>: the frame owns a reference to the result future, the body runs
+// at once (initial_suspend never suspends) and the frame frees itself when the body ends.
+template <class T>
+struct PromiseBase {
+  Future<T> future = newFuture<T>("coroutine");
+
+  Future<T> get_return_object() const noexcept { return future; }
+  std::suspend_never initial_suspend() const noexcept { return {}; }
+  std::suspend_never final_suspend() const noexcept { return {}; }
+  void unhandled_exception() const { future.fail(std::current_exception()); }
+};
+
+template <class T>
+struct Promise : PromiseBase<T> {
+  template <class U>
+    requires std::is_constructible_v<T, U &&>
+  void return_value(U&& value) const {
+    this->future.complete(std::forward<U>(value));
+  }
+};
+
+template <>
+struct Promise<void> : PromiseBase<void> {
+  void return_void() const { future.complete(); }
+};
+
+} // namespace detail
+
+} // namespace asyncdispatch

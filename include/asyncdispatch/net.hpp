@@ -1,0 +1,96 @@
+// Sockets over the dispatcher: Nim's asyncdispatch socket procs (createAsyncNativeSocket, connect,
+// dial, accept, recv, send ...) and the few nativesockets helpers a server needs (bindAddr,
+// listen, getLocalAddr, setSockOptInt). Every operation checks its descriptor synchronously:
+// misuse throws at the call, never as a failed future.
+#pragma once
+
+#if defined(_WIN32)
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
+#include <sys/socket.h>
+#endif
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "future.hpp"
+#include "types.hpp"
+
+namespace asyncdispatch {
+
+// What acceptAddr gives: the peer's numeric address ("127.0.0.1", "::1") and the new socket,
+// already non-blocking, close-on-exec unless asked otherwise, and registered.
+struct AcceptResult {
+  std::string address;
+  AsyncFD client;
+};
+
+// Nim's createAsyncNativeSocket: a non-blocking socket, registered with the dispatcher. Throws
+// OSError if the OS refuses (Nim returns an invalid descriptor instead).
+AsyncFD createAsyncNativeSocket(Domain domain = Domain::Inet, SockType sockType = SockType::Stream,
+                                Protocol protocol = Protocol::TCP, bool inheritable = false);
+// The same with the OS's own AF_*, SOCK_* and IPPROTO_* numbers.
+AsyncFD createAsyncNativeSocket(int domain, int sockType, int protocol, bool inheritable = false);
+
+// Nim's connect: resolves address (synchronously; a name that does not resolve throws here) and
+// tries each address in turn; fails with the last error (refused: OSError with ECONNREFUSED).
+Future<void> connect(AsyncFD socket, const std::string& address, Port port,
+                     Domain domain = Domain::Inet);
+// Nim's dial: resolves address for IPv4 and IPv6 and connects to each address in turn with a
+// new socket; completes with the connected, registered socket.
+Future<AsyncFD> dial(const std::string& address, Port port, Protocol protocol = Protocol::TCP);
+
+// Nim's acceptAddr and accept: the next connection on a listening socket. With SafeDisconn a
+// connection reset before it was accepted is skipped and the accept keeps waiting.
+Future<AcceptResult> acceptAddr(AsyncFD socket, SocketFlags flags = SocketFlag::SafeDisconn,
+                                bool inheritable = false);
+Future<AsyncFD> accept(AsyncFD socket, SocketFlags flags = SocketFlag::SafeDisconn,
+                       bool inheritable = false);
+
+// Nim's recv: up to size bytes, "" once the peer has closed (or reset, with SafeDisconn).
+Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags = SocketFlag::SafeDisconn);
+// Nim's recvInto: up to size bytes into buf, which must outlive the future; 0 at end of stream.
+Future<int> recvInto(AsyncFD socket, void* buf, int size,
+                     SocketFlags flags = SocketFlag::SafeDisconn);
+// Nim's send: completes once every byte is written; buf must outlive the future. With
+// SafeDisconn a peer that went away ends the send quietly, as in Nim. Never raises SIGPIPE.
+Future<void> send(AsyncFD socket, const void* buf, int size,
+                  SocketFlags flags = SocketFlag::SafeDisconn);
+// The same for a string, which the operation owns (no need to keep it alive).
+Future<void> send(AsyncFD socket, std::string data, SocketFlags flags = SocketFlag::SafeDisconn);
+// Nim's old asyncdispatch recvLine: a line without its terminator, "\r\n" for an empty line,
+// "" when the peer closed.
+Future<std::string> recvLine(AsyncFD socket);
+
+// Nim's nativesockets bindAddr: binds to address ("" is every interface) and port (0: any).
+void bindAddr(AsyncFD socket, Port port, const std::string& address = "",
+              Domain domain = Domain::Inet);
+// Nim's nativesockets listen.
+void listen(AsyncFD socket, int backlog = SOMAXCONN);
+// Nim's nativesockets getLocalAddr: the numeric address and port the socket is bound to.
+std::pair<std::string, Port> getLocalAddr(AsyncFD socket);
+// Nim's nativesockets setSockOptInt, e.g. setSockOptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1).
+void setSockOptInt(AsyncFD socket, int level, int optname, int value);
+
+namespace detail {
+
+// One address from the resolver, ready for connect().
+struct AddrInfo {
+  Domain domain;
+  sockaddr_storage addr;
+  socklen_t addrLen;
+};
+
+// Resolves address:port for connect/dial/bindAddr (`op` names the caller in errors). `domain`
+// restricts the family; nullptr means IPv4 and IPv6. Throws OSError if the name does not
+// resolve, IOError if it resolves to no family we can use.
+std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port port,
+                              const Domain* domain, SockType sockType, bool passive = false);
+// One connection attempt to one address (the platform's part of connect and dial).
+Future<void> connectAddress(AsyncFD socket, const AddrInfo& target);
+
+} // namespace detail
+
+} // namespace asyncdispatch

@@ -1,0 +1,78 @@
+// The backend contract of the readiness backends (epoll, kqueue, event ports): Nim's ioselectors
+// interface for Selector<T>, written as a C++20 concept that every backend static_asserts.
+// Backends translate kernel events into ReadyKeys and never run a callback: only the portable loop
+// (platform/posix/poll.cpp) dispatches. CONTRIBUTING.md explains each function to a porter.
+#pragma once
+
+#include <concepts>
+#include <ostream>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "types.hpp"
+
+namespace asyncdispatch {
+
+// Nim's InvalidIdent: the fd of a free slot in the selector's table.
+inline constexpr SocketHandle InvalidIdent = static_cast<SocketHandle>(-1);
+
+// Nim's PData (alias AsyncData): the callbacks waiting on one descriptor, in the order they were
+// added. The loop runs them until one returns false (see processReadyKey).
+struct PData {
+  AsyncFD fd{};
+  std::vector<Callback> readCBs;
+  std::vector<Callback> writeCBs;
+};
+using AsyncData = PData;
+
+std::ostream& operator<<(std::ostream& os, const PData& data);
+
+// Nim's SelectorKey[T]: one registered descriptor, what it waits for and its data.
+template <class T>
+struct SelectorKey {
+  SocketHandle fd = InvalidIdent;
+  EventSet events;
+  T data;
+};
+
+// Nim's ReadyKey: one event reported by selectInto. errorCode is the socket error behind an
+// Error event (SO_ERROR, or ECONNRESET for a hang-up), 0 otherwise.
+struct ReadyKey {
+  SocketHandle fd = InvalidIdent;
+  EventSet events;
+  int errorCode = 0;
+};
+
+// Nim's Selector[T]; each backend defines it (platform/<os>/selector.hpp), holding its kernel
+// handle (epollFD, kqFD or portFD), events[64] of the native event record, and fds.
+template <class T>
+class Selector;
+
+// What the portable loop needs from a backend, in the order every backend implements it:
+//   Selector()               newSelector: open the kernel object (throws OSError)
+//   ~Selector()              close
+//   registerHandle(fd, ev, data)  start watching fd for ev (ev may be empty: registered, not armed)
+//   updateHandle(fd, ev)     change what fd is watched for
+//   unregister(fd)           forget fd (it is not closed)
+//   selectInto(timeout, keys)     wait at most timeout ms (-1: forever) and fill keys; returns
+//                            how many; EINTR is zero keys, not an error
+//   contains(fd), getData(fd)     the registry
+//   count                    armed registrations (non-empty event sets), Nim's `count`
+//   dump(os)                 print the kernel handle and the fds table in the drawing's notation
+// Misuse (registering twice, an unknown fd) throws ValueError naming the call and the fd.
+template <class S, class T = PData>
+concept SelectorBackend = std::default_initializable<S> && !std::copy_constructible<S> &&
+                          requires(S& s, const S& cs, SocketHandle fd, EventSet events, T data,
+                                   int timeout, std::span<ReadyKey> keys, std::ostream& os) {
+                            { s.registerHandle(fd, events, std::move(data)) } -> std::same_as<void>;
+                            { s.updateHandle(fd, events) } -> std::same_as<void>;
+                            { s.unregister(fd) } -> std::same_as<void>;
+                            { s.selectInto(timeout, keys) } -> std::same_as<int>;
+                            { cs.contains(fd) } -> std::same_as<bool>;
+                            { s.getData(fd) } -> std::same_as<T&>;
+                            { cs.count } -> std::convertible_to<int>;
+                            { cs.dump(os) } -> std::same_as<void>;
+                          };
+
+} // namespace asyncdispatch

@@ -1,0 +1,159 @@
+// Selector over epoll; the list of what is hard about epoll opens selector.hpp.
+#include "selector.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <string>
+
+#include "../../include/asyncdispatch/errors.hpp"
+
+namespace asyncdispatch {
+
+namespace {
+
+std::string where(const char* op, SocketHandle fd) {
+  return std::string(op) + "(fd " + std::to_string(fd) + ")";
+}
+
+std::uint32_t toEpollEvents(EventSet events) {
+  std::uint32_t mask = 0;
+  if (events.contains(Event::Read)) mask |= EPOLLIN;
+  if (events.contains(Event::Write)) mask |= EPOLLOUT;
+  return mask;
+}
+
+// The socket's pending error, for an EPOLLERR report; a hang-up without one reads as a reset.
+int socketError(int fd, std::uint32_t mask) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if ((mask & EPOLLERR) != 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
+    return err;
+  return ECONNRESET;
+}
+
+void control(int epollFD, int op, int fd, std::uint32_t mask, const char* name) {
+  epoll_event ev{};
+  ev.events = mask;
+  ev.data.fd = fd;
+  if (epoll_ctl(epollFD, op, fd, &ev) != 0) throw OSError(errno, where(name, fd));
+}
+
+} // namespace
+
+template <class T>
+Selector<T>::Selector() : epollFD(epoll_create1(EPOLL_CLOEXEC)) {
+  if (epollFD < 0) throw OSError(errno, "newSelector: epoll_create1");
+}
+
+template <class T>
+Selector<T>::~Selector() {
+  ::close(epollFD);
+}
+
+template <class T>
+void Selector<T>::registerHandle(SocketHandle fd, EventSet events, T data) {
+  if (fd < 0) throw ValueError(where("registerHandle", fd) + ": not a descriptor");
+  if (static_cast<std::size_t>(fd) >= fds.size())
+    fds.resize(std::max<std::size_t>({static_cast<std::size_t>(fd) + 1, fds.size() * 2, 1024}));
+  SelectorKey<T>& key = fds[fd];
+  if (key.fd != InvalidIdent)
+    throw ValueError(where("registerHandle", fd) + ": descriptor already registered");
+  if (!events.empty()) {
+    control(epollFD, EPOLL_CTL_ADD, fd, toEpollEvents(events), "registerHandle");
+    ++count;
+  }
+  key.fd = fd;
+  key.events = events;
+  key.data = std::move(data);
+}
+
+template <class T>
+void Selector<T>::updateHandle(SocketHandle fd, EventSet events) {
+  SelectorKey<T>& key = checkedKey("updateHandle", fd);
+  if (key.events == events) return;
+  if (key.events.empty()) {
+    control(epollFD, EPOLL_CTL_ADD, fd, toEpollEvents(events), "updateHandle");
+    ++count;
+  } else if (events.empty()) {
+    control(epollFD, EPOLL_CTL_DEL, fd, 0, "updateHandle");
+    --count;
+  } else {
+    control(epollFD, EPOLL_CTL_MOD, fd, toEpollEvents(events), "updateHandle");
+  }
+  key.events = events;
+}
+
+template <class T>
+void Selector<T>::unregister(SocketHandle fd) {
+  SelectorKey<T>& key = checkedKey("unregister", fd);
+  if (!key.events.empty()) {
+    // A descriptor closed behind our back has already left the epoll set (EBADF, ENOENT).
+    epoll_event ev{};
+    if (epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, &ev) != 0 && errno != EBADF && errno != ENOENT)
+      throw OSError(errno, where("unregister", fd));
+    --count;
+  }
+  key = SelectorKey<T>{};
+}
+
+template <class T>
+int Selector<T>::selectInto(int timeout, std::span<ReadyKey> results) {
+  const int capacity = static_cast<int>(std::min<std::size_t>(results.size(), 64));
+  const int n = epoll_wait(epollFD, events, capacity, timeout);
+  if (n < 0) {
+    if (errno == EINTR) return 0;
+    throw OSError(errno, "selectInto: epoll_wait");
+  }
+  for (int i = 0; i < n; ++i) {
+    const std::uint32_t mask = events[i].events;
+    ReadyKey& rk = results[i];
+    rk = ReadyKey{events[i].data.fd, {}, 0};
+    if ((mask & (EPOLLERR | EPOLLHUP)) != 0) {
+      rk.events.incl(Event::Error);
+      rk.errorCode = socketError(rk.fd, mask);
+    }
+    if ((mask & EPOLLIN) != 0) rk.events.incl(Event::Read);
+    if ((mask & EPOLLOUT) != 0) rk.events.incl(Event::Write);
+  }
+  return n;
+}
+
+template <class T>
+bool Selector<T>::contains(SocketHandle fd) const {
+  return fd >= 0 && static_cast<std::size_t>(fd) < fds.size() && fds[fd].fd != InvalidIdent;
+}
+
+template <class T>
+T& Selector<T>::getData(SocketHandle fd) {
+  return checkedKey("getData", fd).data;
+}
+
+template <class T>
+void Selector<T>::dump(std::ostream& os) const {
+  os << "  selector: Selector {\n"
+     << "    epollFD: " << epollFD << ",\n"
+     << "    events: array[64, epoll_event],\n"
+     << "    fds: Table[SocketHandle, SelectorKey] {";
+  bool any = false;
+  for (const SelectorKey<T>& key : fds) {
+    if (key.fd == InvalidIdent) continue;
+    os << (any ? ",\n" : "\n") << "      " << key.fd << ": SelectorKey { fd: " << key.fd
+       << ", events: " << key.events << ", data: " << key.data << " }";
+    any = true;
+  }
+  os << (any ? "\n    }\n" : "}\n") << "  },\n";
+}
+
+template <class T>
+SelectorKey<T>& Selector<T>::checkedKey(const char* op, SocketHandle fd) {
+  if (!contains(fd)) throw ValueError(where(op, fd) + ": descriptor not registered");
+  return fds[fd];
+}
+
+template class Selector<PData>;
+static_assert(SelectorBackend<Selector<PData>>);
+
+} // namespace asyncdispatch

@@ -1,0 +1,17 @@
+// The dispatcher of the readiness backends (epoll, kqueue, event ports): Nim's POSIX PDispatcher,
+// the shared timers and callbacks plus the backend's Selector.
+#pragma once
+
+#include "../../include/asyncdispatch/dispatcher.hpp"
+#include "../../include/asyncdispatch/selector.hpp"
+
+namespace asyncdispatch {
+
+struct Dispatcher : DispatcherBase {
+  Selector<PData> selector;
+};
+
+// Nim's getIoHandler: the dispatcher's selector.
+Selector<PData>& getIoHandler(const PDispatcher& disp);
+
+} // namespace asyncdispatch

@@ -1,0 +1,406 @@
+// Socket operations over the readiness contract, shared by every selector backend (Nim's POSIX
+// half of asyncdispatch). Each operation registers a callback with addRead/addWrite; the
+// syscall happens when the selector reports the descriptor ready, and EAGAIN/EINTR mean "not
+// yet": the callback returns false and waits for the next readiness.
+#include "../../include/asyncdispatch/net.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "../../src/loop.hpp"
+
+namespace asyncdispatch {
+
+namespace {
+
+using detail::where;
+
+// Linux and the BSDs take MSG_NOSIGNAL per call; macOS has only the SO_NOSIGPIPE socket option,
+// which createAsyncNativeSocket sets.
+#if defined(MSG_NOSIGNAL)
+constexpr int kNoSignal = MSG_NOSIGNAL;
+#else
+constexpr int kNoSignal = 0;
+#endif
+
+SocketHandle handle(AsyncFD fd) { return static_cast<SocketHandle>(fd); }
+
+int nativeDomain(Domain d) {
+  switch (d) {
+  case Domain::Unix: return AF_UNIX;
+  case Domain::Inet: return AF_INET;
+  case Domain::Inet6: return AF_INET6;
+  }
+  return AF_UNSPEC;
+}
+
+int nativeSockType(SockType t) {
+  switch (t) {
+  case SockType::Stream: return SOCK_STREAM;
+  case SockType::Dgram: return SOCK_DGRAM;
+  case SockType::Raw: return SOCK_RAW;
+  case SockType::SeqPacket: return SOCK_SEQPACKET;
+  }
+  return 0;
+}
+
+int nativeProtocol(Protocol p) {
+  switch (p) {
+  case Protocol::TCP: return IPPROTO_TCP;
+  case Protocol::UDP: return IPPROTO_UDP;
+  case Protocol::IP: return IPPROTO_IP;
+  case Protocol::IPv6: return IPPROTO_IPV6;
+  case Protocol::Raw: return IPPROTO_RAW;
+  case Protocol::ICMP: return IPPROTO_ICMP;
+  case Protocol::ICMPv6: return IPPROTO_ICMPV6;
+  }
+  return 0;
+}
+
+// Nim's isDisconnectionError for POSIX: only these three, and only with SafeDisconn.
+bool isDisconnect(SocketFlags flags, int err) {
+  return flags.contains(SocketFlag::SafeDisconn) &&
+         (err == ECONNRESET || err == EPIPE || err == ENETRESET);
+}
+
+// Not an error: the descriptor was not really ready, or a signal interrupted the call.
+bool isRetry(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+
+int recvFlags(SocketFlags flags) { return flags.contains(SocketFlag::Peek) ? MSG_PEEK : 0; }
+
+void checkRegistered(const char* op, AsyncFD fd) {
+  if (!contains(getGlobalDispatcher(), fd))
+    throw ValueError(where(op, fd) + ": File descriptor not registered.");
+}
+
+void checkSize(const char* op, AsyncFD fd, int size) {
+  if (size <= 0)
+    throw ValueError(where(op, fd) + ": size must be positive, got " + std::to_string(size));
+}
+
+// If closeSocket or unregister is failing the operations on fd, fails fut accordingly.
+bool failIfAbandoned(const FutureBase& fut, const char* op, AsyncFD fd) {
+  const char* why = detail::abandonReason(fd);
+  if (why == nullptr) return false;
+  fut.fail(OSError(EBADF, where(op, fd),
+                   std::string("socket ") + why + " while the operation was pending"));
+  return true;
+}
+
+std::string numericAddress(const sockaddr_storage& addr) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (addr.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(addr).sin_addr, text, sizeof text);
+  } else if (addr.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr, text, sizeof text);
+  } else if (addr.ss_family == AF_UNIX) {
+    return reinterpret_cast<const sockaddr_un&>(addr).sun_path;
+  }
+  return text;
+}
+
+Port portOf(const sockaddr_storage& addr) {
+  if (addr.ss_family == AF_INET)
+    return Port(ntohs(reinterpret_cast<const sockaddr_in&>(addr).sin_port));
+  if (addr.ss_family == AF_INET6)
+    return Port(ntohs(reinterpret_cast<const sockaddr_in6&>(addr).sin6_port));
+  return Port(0);
+}
+
+// accept4 makes the client non-blocking and close-on-exec atomically; macOS lacks it.
+int acceptClient(SocketHandle listener, sockaddr_storage& addr, bool inheritable) {
+  socklen_t len = sizeof addr;
+#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+  return ::accept4(listener, reinterpret_cast<sockaddr*>(&addr), &len,
+                   SOCK_NONBLOCK | (inheritable ? 0 : SOCK_CLOEXEC));
+#else
+  const int client = ::accept(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  if (client >= 0) {
+    fcntl(client, F_SETFL, fcntl(client, F_GETFL) | O_NONBLOCK);
+    if (!inheritable) fcntl(client, F_SETFD, FD_CLOEXEC);
+  }
+  return client;
+#endif
+}
+
+Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags,
+                              bool inheritable) {
+  checkRegistered(op, socket);
+  Future<AcceptResult> retFuture = newFuture<AcceptResult>(op);
+  addRead(socket, [retFuture, flags, inheritable, op](AsyncFD fd) {
+    if (failIfAbandoned(retFuture, op, fd)) return true;
+    sockaddr_storage addr{};
+    const int client = acceptClient(handle(fd), addr, inheritable);
+    if (client < 0) {
+      const int err = errno;
+      // A connection that was reset while queued is not this listener's failure: keep waiting.
+      if (isRetry(err) || err == ECONNABORTED || isDisconnect(flags, err)) return false;
+      retFuture.fail(OSError(err, where(op, fd)));
+      return true;
+    }
+    try {
+      register_(AsyncFD(client));
+    } catch (...) {
+      ::close(client);
+      retFuture.fail(std::current_exception());
+      return true;
+    }
+    retFuture.complete(AcceptResult{numericAddress(addr), AsyncFD(client)});
+    return true;
+  });
+  return retFuture;
+}
+
+Future<AsyncFD> clientOf(Future<AcceptResult> accepted) { co_return (co_await accepted).client; }
+
+// One write attempt of Nim's send loop: a partial write waits for the next writability.
+bool sendSome(const Future<void>& fut, AsyncFD fd, const char* data, int size, int& written,
+              SocketFlags flags) {
+  if (failIfAbandoned(fut, "send", fd)) return true;
+  const ssize_t n = ::send(handle(fd), data + written, size - written, kNoSignal);
+  if (n < 0) {
+    const int err = errno;
+    if (isRetry(err)) return false;
+    if (isDisconnect(flags, err)) {
+      fut.complete();
+    } else {
+      fut.fail(OSError(err, where("send", fd)));
+    }
+    return true;
+  }
+  written += static_cast<int>(n);
+  if (written < size) return false;
+  fut.complete();
+  return true;
+}
+
+Future<std::string> readLine(AsyncFD socket) {
+  std::string line;
+  for (;;) {
+    std::string c = co_await recv(socket, 1);
+    if (c.empty()) co_return std::string();
+    if (c == "\r") {
+      c = co_await recv(socket, 1);
+      if (c.empty()) co_return std::string();
+      if (c == "\n") break;
+      line += '\r'; // a lone CR is data (Nim asserts instead)
+    }
+    if (c == "\n") break;
+    line += c;
+  }
+  co_return line.empty() ? std::string("\r\n") : line;
+}
+
+} // namespace
+
+AsyncFD createAsyncNativeSocket(int domain, int sockType, int protocol, bool inheritable) {
+  const int fd = ::socket(domain, sockType | SOCK_NONBLOCK | (inheritable ? 0 : SOCK_CLOEXEC),
+                          protocol);
+  if (fd < 0) throw OSError(errno, "createAsyncNativeSocket");
+#if defined(SO_NOSIGPIPE)
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+  try {
+    register_(AsyncFD(fd));
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  return AsyncFD(fd);
+}
+
+AsyncFD createAsyncNativeSocket(Domain domain, SockType sockType, Protocol protocol,
+                                bool inheritable) {
+  return createAsyncNativeSocket(nativeDomain(domain), nativeSockType(sockType),
+                                 nativeProtocol(protocol), inheritable);
+}
+
+Future<AcceptResult> acceptAddr(AsyncFD socket, SocketFlags flags, bool inheritable) {
+  return acceptAs("acceptAddr", socket, flags, inheritable);
+}
+
+Future<AsyncFD> accept(AsyncFD socket, SocketFlags flags, bool inheritable) {
+  return clientOf(acceptAs("accept", socket, flags, inheritable));
+}
+
+Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
+  checkRegistered("recv", socket);
+  checkSize("recv", socket, size);
+  Future<std::string> retFuture = newFuture<std::string>("recv");
+  addRead(socket, [retFuture, size, flags](AsyncFD fd) {
+    if (failIfAbandoned(retFuture, "recv", fd)) return true;
+    std::string data(static_cast<std::size_t>(size), '\0'); // taken now, not while waiting
+    const ssize_t n = ::recv(handle(fd), data.data(), data.size(), recvFlags(flags));
+    if (n < 0) {
+      const int err = errno;
+      if (isRetry(err)) return false;
+      if (isDisconnect(flags, err)) {
+        retFuture.complete(std::string());
+      } else {
+        retFuture.fail(OSError(err, where("recv", fd)));
+      }
+      return true;
+    }
+    data.resize(static_cast<std::size_t>(n));
+    retFuture.complete(std::move(data));
+    return true;
+  });
+  return retFuture;
+}
+
+Future<int> recvInto(AsyncFD socket, void* buf, int size, SocketFlags flags) {
+  checkRegistered("recvInto", socket);
+  checkSize("recvInto", socket, size);
+  if (buf == nullptr) throw ValueError(where("recvInto", socket) + ": buffer is null");
+  Future<int> retFuture = newFuture<int>("recvInto");
+  addRead(socket, [retFuture, buf, size, flags](AsyncFD fd) {
+    if (failIfAbandoned(retFuture, "recvInto", fd)) return true;
+    const ssize_t n = ::recv(handle(fd), buf, static_cast<std::size_t>(size), recvFlags(flags));
+    if (n < 0) {
+      const int err = errno;
+      if (isRetry(err)) return false;
+      if (isDisconnect(flags, err)) {
+        retFuture.complete(0);
+      } else {
+        retFuture.fail(OSError(err, where("recvInto", fd)));
+      }
+      return true;
+    }
+    retFuture.complete(static_cast<int>(n));
+    return true;
+  });
+  return retFuture;
+}
+
+Future<void> send(AsyncFD socket, const void* buf, int size, SocketFlags flags) {
+  checkRegistered("send", socket);
+  if (size < 0) throw ValueError(where("send", socket) + ": size must not be negative");
+  if (buf == nullptr && size > 0) throw ValueError(where("send", socket) + ": buffer is null");
+  Future<void> retFuture = newFuture<void>("send");
+  if (size == 0) {
+    retFuture.complete();
+    return retFuture;
+  }
+  const char* data = static_cast<const char*>(buf);
+  addWrite(socket, [retFuture, data, size, flags, written = 0](AsyncFD fd) mutable {
+    return sendSome(retFuture, fd, data, size, written, flags);
+  });
+  return retFuture;
+}
+
+Future<void> send(AsyncFD socket, std::string data, SocketFlags flags) {
+  checkRegistered("send", socket);
+  Future<void> retFuture = newFuture<void>("send");
+  if (data.empty()) {
+    retFuture.complete();
+    return retFuture;
+  }
+  // The string moves into the callback, which keeps it until the last byte is out.
+  addWrite(socket, [retFuture, data = std::move(data), flags, written = 0](AsyncFD fd) mutable {
+    return sendSome(retFuture, fd, data.data(), static_cast<int>(data.size()), written, flags);
+  });
+  return retFuture;
+}
+
+Future<std::string> recvLine(AsyncFD socket) {
+  checkRegistered("recvLine", socket);
+  return readLine(socket);
+}
+
+void bindAddr(AsyncFD socket, Port port, const std::string& address, Domain domain) {
+  checkRegistered("bindAddr", socket);
+  std::string host = address;
+  if (host.empty()) host = domain == Domain::Inet6 ? "::" : "0.0.0.0";
+  const std::vector<detail::AddrInfo> addrs =
+      detail::resolve("bindAddr", host, port, &domain, SockType::Stream, true);
+  const detail::AddrInfo& ai = addrs.front();
+  if (::bind(handle(socket), reinterpret_cast<const sockaddr*>(&ai.addr), ai.addrLen) != 0)
+    throw OSError(errno, where("bindAddr", socket));
+}
+
+void listen(AsyncFD socket, int backlog) {
+  checkRegistered("listen", socket);
+  if (::listen(handle(socket), backlog) != 0) throw OSError(errno, where("listen", socket));
+}
+
+std::pair<std::string, Port> getLocalAddr(AsyncFD socket) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(handle(socket), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    throw OSError(errno, where("getLocalAddr", socket));
+  return {numericAddress(addr), portOf(addr)};
+}
+
+void setSockOptInt(AsyncFD socket, int level, int optname, int value) {
+  if (::setsockopt(handle(socket), level, optname, &value, sizeof value) != 0)
+    throw OSError(errno, where("setSockOptInt", socket));
+}
+
+namespace detail {
+
+std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port port,
+                              const Domain* domain, SockType sockType, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = domain ? nativeDomain(*domain) : AF_UNSPEC;
+  hints.ai_socktype = nativeSockType(sockType);
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  const std::string service = std::to_string(static_cast<unsigned>(port));
+  addrinfo* list = nullptr;
+  const int rc = ::getaddrinfo(address.c_str(), service.c_str(), &hints, &list);
+  const std::string what = std::string(op) + "(" + address + ":" + service + ")";
+  if (rc != 0) {
+    const int code = rc == EAI_SYSTEM ? errno : ENOENT;
+    throw OSError(code, what, std::string("Couldn't resolve address: ") + gai_strerror(rc));
+  }
+  std::vector<AddrInfo> result;
+  for (const addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    AddrInfo entry{ai->ai_family == AF_INET6 ? Domain::Inet6 : Domain::Inet, {}, ai->ai_addrlen};
+    std::memcpy(&entry.addr, ai->ai_addr, ai->ai_addrlen);
+    result.push_back(entry);
+  }
+  ::freeaddrinfo(list);
+  if (result.empty()) throw IOError(what + ": Couldn't resolve address: " + address);
+  return result;
+}
+
+Future<void> connectAddress(AsyncFD socket, const AddrInfo& target) {
+  Future<void> retFuture = newFuture<void>("connect");
+  if (::connect(handle(socket), reinterpret_cast<const sockaddr*>(&target.addr),
+                target.addrLen) == 0) {
+    retFuture.complete();
+    return retFuture;
+  }
+  const int err = errno;
+  if (err != EINPROGRESS && err != EINTR) {
+    retFuture.fail(OSError(err, where("connect", socket)));
+    return retFuture;
+  }
+  // The connection goes on in the kernel; it is done (or failed) once the socket is writable.
+  addWrite(socket, [retFuture](AsyncFD fd) {
+    if (failIfAbandoned(retFuture, "connect", fd)) return true;
+    int soError = 0;
+    socklen_t len = sizeof soError;
+    if (::getsockopt(handle(fd), SOL_SOCKET, SO_ERROR, &soError, &len) != 0) soError = errno;
+    if (soError == EINTR || soError == EINPROGRESS) return false;
+    if (soError == 0) {
+      retFuture.complete();
+    } else {
+      retFuture.fail(OSError(soError, where("connect", fd)));
+    }
+    return true;
+  });
+  return retFuture;
+}
+
+} // namespace detail
+
+} // namespace asyncdispatch

@@ -1,0 +1,230 @@
+// The loop of the readiness backends (epoll, kqueue, event ports), written once over the Selector
+// contract: the descriptor registry, Nim's runOnce (poll) and dumpDispatcher.
+#include <sys/resource.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <ostream>
+#include <vector>
+
+#include "../../src/loop.hpp"
+
+namespace asyncdispatch {
+
+namespace {
+
+// Which descriptor is being abandoned by closeSocket/unregister, and why (see abandonReason).
+struct Abandoning {
+  AsyncFD fd{-1};
+  const char* why = nullptr;
+};
+thread_local Abandoning abandoning;
+
+SocketHandle handle(AsyncFD fd) { return static_cast<SocketHandle>(fd); }
+
+Selector<PData>& selector() { return detail::currentDispatcher().selector; }
+
+// Arms the kernel for exactly what the callback lists wait for (Nim's update of the key's events
+// after addRead, addWrite and each dispatch).
+void updateInterest(Selector<PData>& s, SocketHandle fd) {
+  const PData& data = s.getData(fd);
+  EventSet events;
+  if (!data.readCBs.empty()) events.incl(Event::Read);
+  if (!data.writeCBs.empty()) events.incl(Event::Write);
+  s.updateHandle(fd, events);
+}
+
+PData& checkedData(const char* op, AsyncFD fd) {
+  Selector<PData>& s = selector();
+  if (!s.contains(handle(fd)))
+    throw ValueError(detail::where(op, fd) + ": File descriptor not registered.");
+  return s.getData(handle(fd));
+}
+
+// Runs the callbacks that were waiting on one direction of fd when it became ready, in order,
+// until one returns false: that one goes back to the head of the list, with the ones after it
+// still queued behind it and any added meanwhile after those (Nim's head-of-line rule). Each
+// callback is taken out of the list while it runs, so one that closes fd finds the others still
+// listed and fails them, and one that adds a callback cannot invalidate the list under us.
+void runCallbacks(Selector<PData>& s, SocketHandle fd, std::vector<Callback> PData::*list) {
+  std::size_t waiting = (s.getData(fd).*list).size();
+  while (waiting-- > 0) {
+    std::vector<Callback>& cbs = s.getData(fd).*list;
+    if (cbs.empty()) return; // cb unregistered fd and registered it again: a new list
+    Callback cb = std::move(cbs.front());
+    cbs.erase(cbs.begin());
+    const bool done = cb(AsyncFD(fd));
+    if (!s.contains(fd)) return; // cb closed or unregistered fd; the others were failed then
+    if (!done) {
+      std::vector<Callback>& again = s.getData(fd).*list;
+      again.insert(again.begin(), std::move(cb));
+      return;
+    }
+  }
+}
+
+// Phase 3 for one ready key (Nim's runOnce body): Read runs the read callbacks, Write the write
+// callbacks, an Error alone runs both so that every waiting operation sees the error.
+void processReadyKey(Selector<PData>& s, const ReadyKey& key) {
+  if (!s.contains(key.fd)) return; // an earlier callback of this pass unregistered it
+  const bool onlyError = key.events == EventSet(Event::Error);
+  if (key.events.contains(Event::Read) || onlyError) runCallbacks(s, key.fd, &PData::readCBs);
+  if (!s.contains(key.fd)) return;
+  if (key.events.contains(Event::Write) || onlyError) runCallbacks(s, key.fd, &PData::writeCBs);
+  if (s.contains(key.fd)) updateInterest(s, key.fd);
+}
+
+// Fails what waits on fd, which has already left the selector: each callback is called once
+// while abandonReason(fd) says why, so the library's operations fail their futures with an
+// OSError naming themselves. Returns how many asked to be called again (they cannot be).
+int abandon(AsyncFD fd, PData& data, const char* why) {
+  abandoning = Abandoning{fd, why};
+  int stubborn = 0;
+  try {
+    for (Callback& cb : data.readCBs) stubborn += cb(fd) ? 0 : 1;
+    for (Callback& cb : data.writeCBs) stubborn += cb(fd) ? 0 : 1;
+  } catch (...) {
+    abandoning = Abandoning{};
+    throw;
+  }
+  abandoning = Abandoning{};
+  return stubborn;
+}
+
+} // namespace
+
+namespace detail {
+
+const char* abandonReason(AsyncFD fd) noexcept {
+  return abandoning.why != nullptr && abandoning.fd == fd ? abandoning.why : nullptr;
+}
+
+} // namespace detail
+
+Selector<PData>& getIoHandler(const PDispatcher& disp) {
+  if (!disp) throw ValueError("getIoHandler: the dispatcher is nil");
+  return disp->selector;
+}
+
+void register_(AsyncFD fd) {
+  Selector<PData>& s = selector();
+  if (s.contains(handle(fd)))
+    throw ValueError(detail::where("register_", fd) + ": descriptor already registered");
+  PData data;
+  data.fd = fd;
+  s.registerHandle(handle(fd), EventSet{}, std::move(data));
+}
+
+void unregister(AsyncFD fd) {
+  Selector<PData>& s = selector();
+  if (!s.contains(handle(fd)))
+    throw ValueError(detail::where("unregister", fd) + ": descriptor not registered");
+  PData pending = std::move(s.getData(handle(fd)));
+  s.unregister(handle(fd));
+  abandon(fd, pending, "unregistered");
+}
+
+bool contains(const PDispatcher& disp, AsyncFD fd) {
+  return disp && disp->selector.contains(handle(fd));
+}
+
+void closeSocket(AsyncFD fd) {
+  Selector<PData>& s = selector();
+  if (!s.contains(handle(fd)))
+    throw ValueError(detail::where("closeSocket", fd) + ": File descriptor not registered.");
+  PData pending = std::move(s.getData(handle(fd)));
+  s.unregister(handle(fd)); // before close: epoll keys registrations by open file (see epoll)
+  if (::close(handle(fd)) != 0 && errno != EINTR)
+    throw OSError(errno, detail::where("closeSocket", fd));
+  if (abandon(fd, pending, "closed") > 0)
+    throw ValueError("Expecting async operations to stop when fd has closed.");
+}
+
+void addRead(AsyncFD fd, Callback cb) {
+  checkedData("addRead", fd).readCBs.push_back(std::move(cb));
+  updateInterest(selector(), handle(fd));
+}
+
+void addWrite(AsyncFD fd, Callback cb) {
+  checkedData("addWrite", fd).writeCBs.push_back(std::move(cb));
+  updateInterest(selector(), handle(fd));
+}
+
+bool hasPendingOperations() {
+  const Dispatcher& p = detail::currentDispatcher();
+  return p.selector.count != 0 || !p.timers.empty() || !p.callbacks.empty();
+}
+
+int activeDescriptors() { return detail::currentDispatcher().selector.count; }
+
+int maxDescriptors() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) throw OSError(errno, "maxDescriptors: getrlimit");
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur > static_cast<rlim_t>(INT_MAX))
+    return INT_MAX - 1;
+  return static_cast<int>(limit.rlim_cur) - 1;
+}
+
+bool setInheritable(AsyncFD fd, bool inheritable) {
+  const int flags = fcntl(handle(fd), F_GETFD);
+  if (flags < 0) return false;
+  const int wanted = inheritable ? (flags & ~FD_CLOEXEC) : (flags | FD_CLOEXEC);
+  return fcntl(handle(fd), F_SETFD, wanted) == 0;
+}
+
+// Nim's poll, that is one runOnce: the five phases of a pass, top to bottom.
+void poll(int timeout) {
+  Dispatcher& p = detail::currentDispatcher();
+  if (!hasPendingOperations())
+    throw ValueError("No handles or timers registered in dispatcher.");
+
+  // 1. How long the kernel may block: not at all when callbacks are queued or a timer is due.
+  const int wait = detail::adjustTimeout(p, timeout);
+
+  // 2. Wait for readiness.
+  ReadyKey keys[64];
+  const int ready = p.selector.selectInto(wait, keys);
+
+  // 3. Run the callbacks of each ready descriptor (they complete futures: callbacks get queued).
+  for (int i = 0; i < ready; ++i) processReadyKey(p.selector, keys[i]);
+
+  // 4. Complete the timers that are due.
+  detail::processTimers(p);
+
+  // 5. Run the queued callbacks: this is where coroutines resume.
+  detail::processPendingCallbacks(p);
+}
+
+std::ostream& operator<<(std::ostream& os, const PData& data) {
+  return os << "PData { fd: " << data.fd << ", readCBs: " << data.readCBs.size()
+            << ", writeCBs: " << data.writeCBs.size() << " }";
+}
+
+void dumpDispatcher(std::ostream& os, const PDispatcher& disp) {
+  if (!disp) throw ValueError("dumpDispatcher: the dispatcher is nil");
+  using namespace std::chrono;
+  os << "p: PDispatcher {\n";
+  disp->selector.dump(os);
+  os << "  timers: seq[tuple[finishAt, fut]] [";
+  const steady_clock::time_point now = steady_clock::now();
+  std::vector<const TimerEntry*> sorted;
+  for (const TimerEntry& t : disp->timers) sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(), [](const TimerEntry* a, const TimerEntry* b) {
+    return a->finishAt != b->finishAt ? a->finishAt < b->finishAt : a->fut.id() < b->fut.id();
+  });
+  const char* sep = "\n";
+  for (const TimerEntry* t : sorted) {
+    const double inMs = duration<double, std::milli>(t->finishAt - now).count();
+    os << sep << "    (finishAt: now" << (inMs < 0 ? " - " : " + ") << std::abs(inMs)
+       << " ms, fut: Future[void] #" << t->fut.id() << " from " << t->fut.fromProc() << ")";
+    sep = ",\n";
+  }
+  os << (sorted.empty() ? "]\n" : "\n  ]\n");
+  os << "  callbacks: Deque[proc ()] (" << disp->callbacks.size() << " queued)\n}\n";
+}
+
+} // namespace asyncdispatch

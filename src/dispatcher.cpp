@@ -1,0 +1,164 @@
+// The portable half of the dispatcher: the per-thread global dispatcher, the callSoon queue, the
+// timers heap and the loop phases that do not touch the kernel; plus drain and runForever, which
+// are built from poll.
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <ostream>
+#include <string>
+
+#include "loop.hpp"
+
+namespace asyncdispatch {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Callbacks queued while the callback phase runs still run in that pass, as in Nim, so a chain of
+// coroutines finishing one after another settles in one pass. But at most this many beyond the
+// ones queued when the phase began: a callback that re-queues itself forever would otherwise keep
+// the loop from ever reaching selectInto and the timers again (Nim's drain-until-empty hangs).
+constexpr std::size_t kExtraCallbacksPerPass = 1024;
+
+// The thread's global dispatcher. The holder's destructor runs at thread exit; from then on a
+// callback queued by a destructor (a coroutine frame being torn down) is dropped, not queued on
+// a dispatcher that is going away.
+struct GlobalDispatcher {
+  PDispatcher disp;
+  Dispatcher* raw = nullptr;
+  bool shutDown = false;
+  ~GlobalDispatcher() {
+    shutDown = true;
+    raw = nullptr;
+    PDispatcher last = std::move(disp);
+  }
+};
+thread_local GlobalDispatcher global;
+
+// Heap order for `timers`: the earliest finishAt on top, ties by creation order (future id).
+bool firesLater(const TimerEntry& a, const TimerEntry& b) {
+  if (a.finishAt != b.finishAt) return a.finishAt > b.finishAt;
+  return a.fut.id() > b.fut.id();
+}
+
+Future<void> addSleep(Clock::duration delay) {
+  Future<void> fut = newFuture<void>("sleepAsync");
+  std::vector<TimerEntry>& timers = detail::currentDispatcher().timers;
+  timers.push_back(TimerEntry{Clock::now() + delay, fut});
+  std::push_heap(timers.begin(), timers.end(), firesLater);
+  return fut;
+}
+
+} // namespace
+
+namespace detail {
+
+Dispatcher& currentDispatcher() {
+  if (global.raw == nullptr) getGlobalDispatcher();
+  return *global.raw;
+}
+
+void enqueueCallback(UniqueFunction<void()> cb) {
+  if (global.shutDown) return; // the thread is exiting: cb is destroyed here, never run
+  currentDispatcher().callbacks.push_back(std::move(cb));
+}
+
+int adjustTimeout(const DispatcherBase& p, int timeout) {
+  if (!p.callbacks.empty()) return 0;
+  if (p.timers.empty()) return timeout;
+  const Clock::duration untilNext = p.timers.front().finishAt - Clock::now();
+  if (untilNext <= Clock::duration::zero()) return 0;
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(untilNext).count();
+  if (timeout >= 0 && ms >= timeout) return timeout;
+  return static_cast<int>(std::min<long long>(ms, INT_MAX));
+}
+
+void processTimers(DispatcherBase& p) {
+  const Clock::time_point now = Clock::now();
+  while (!p.timers.empty() && p.timers.front().finishAt <= now) {
+    std::pop_heap(p.timers.begin(), p.timers.end(), firesLater);
+    Future<void> fut = std::move(p.timers.back().fut);
+    p.timers.pop_back();
+    if (!fut.finished()) fut.complete(); // only queues its callbacks; nothing runs here
+  }
+}
+
+void processPendingCallbacks(DispatcherBase& p) {
+  std::size_t budget = p.callbacks.size() + kExtraCallbacksPerPass;
+  while (budget-- > 0 && !p.callbacks.empty()) {
+    // Taken off the queue before it runs: if it throws, the exception leaves poll and the rest
+    // stay queued for the next pass, as in Nim.
+    UniqueFunction<void()> cb = std::move(p.callbacks.front());
+    p.callbacks.pop_front();
+    cb();
+  }
+}
+
+std::string where(const char* op, AsyncFD fd) {
+  return std::string(op) + "(fd " + std::to_string(static_cast<std::intptr_t>(fd)) + ")";
+}
+
+} // namespace detail
+
+PDispatcher newDispatcher() { return std::make_shared<Dispatcher>(); }
+
+void setGlobalDispatcher(PDispatcher disp) {
+  if (!disp) throw ValueError("setGlobalDispatcher: the dispatcher is nil");
+  if (global.disp && global.disp != disp && !global.disp->callbacks.empty())
+    throw ValueError("setGlobalDispatcher: the current dispatcher still has queued callbacks");
+  global.raw = disp.get();
+  global.disp = std::move(disp);
+}
+
+PDispatcher getGlobalDispatcher() {
+  if (!global.disp) setGlobalDispatcher(newDispatcher());
+  return global.disp;
+}
+
+Future<void> sleepAsync(int ms) { return addSleep(std::chrono::milliseconds(ms)); }
+
+Future<void> sleepAsync(double ms) {
+  if (std::isnan(ms)) throw ValueError("sleepAsync: the delay is NaN");
+  // Clamped to about 31 years so the deadline cannot overflow the clock.
+  const double ns = std::clamp(ms * 1e6, -1e18, 1e18);
+  return addSleep(std::chrono::nanoseconds(static_cast<long long>(ns)));
+}
+
+void drain(int timeout) {
+  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(timeout);
+  while (hasPendingOperations()) {
+    if (timeout < 0) {
+      poll(-1); // no budget: until nothing is pending
+      continue;
+    }
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    poll(static_cast<int>(std::max<long long>(left.count(), 0)));
+    if (Clock::now() >= deadline) break;
+  }
+}
+
+void runForever() {
+  for (;;) poll();
+}
+
+std::ostream& operator<<(std::ostream& os, Event e) {
+  static constexpr const char* names[] = {"Read", "Write", "Timer",  "Signal",  "Process",
+                                          "Vnode", "User",  "Error", "Oneshot", "Finished"};
+  return os << names[static_cast<unsigned>(e)];
+}
+
+std::ostream& operator<<(std::ostream& os, EventSet events) {
+  os << '{';
+  const char* sep = "";
+  for (unsigned i = 0; i <= static_cast<unsigned>(Event::Finished); ++i) {
+    if (events.contains(static_cast<Event>(i))) {
+      os << sep << static_cast<Event>(i);
+      sep = ", ";
+    }
+  }
+  return os << '}';
+}
+
+} // namespace asyncdispatch

@@ -1,0 +1,65 @@
+// Futures: completion, failure and callbacks (Nim's asyncfutures).
+#include "../include/asyncdispatch/future.hpp"
+
+#include <string>
+
+namespace asyncdispatch {
+
+namespace detail {
+
+std::uint64_t nextFutureId() noexcept {
+  thread_local std::uint64_t counter = 0;
+  return counter++;
+}
+
+void FutureStateBase::checkNotFinished() const {
+  if (!finished) return;
+  // Nim's message, without the stack traces Nim records in debug builds.
+  std::string msg = "An attempt was made to complete a Future more than once. Details:\n"
+                    "  Future ID: " +
+                    std::to_string(id) + "\n  Created in proc: " + fromProc + "\n";
+  std::string contents;
+  describeValue(contents);
+  if (!contents.empty()) msg += "  Contents (string):\n    " + contents + "\n";
+  throw FutureError(msg);
+}
+
+void FutureStateBase::finish() {
+  finished = true;
+  // Callbacks never run here: each is queued on the dispatcher, in the order it was added.
+  for (UniqueFunction<void()>& cb : callbacks) enqueueCallback(std::move(cb));
+  callbacks.clear();
+}
+
+void FutureStateBase::fail(std::exception_ptr e) {
+  checkNotFinished();
+  if (!e) throw ValueError("fail: the exception_ptr is empty");
+  error = std::move(e);
+  finish();
+}
+
+void FutureStateBase::addCallback(UniqueFunction<void()> cb) {
+  if (finished) {
+    enqueueCallback(std::move(cb));
+  } else {
+    callbacks.push_back(std::move(cb));
+  }
+}
+
+void FutureStateBase::describeValue(std::string&) const {}
+
+} // namespace detail
+
+std::exception_ptr FutureBase::readError() const {
+  const detail::FutureStateBase& s = state();
+  if (!s.error) throw ValueError("No error in future.");
+  return s.error;
+}
+
+void FutureBase::fail(std::exception_ptr error) const { state().fail(std::move(error)); }
+
+void FutureBase::throwNil() {
+  throw ValueError("Future is nil: the handle was default-constructed and refers to no future");
+}
+
+} // namespace asyncdispatch

@@ -1,0 +1,30 @@
+// What the portable core shares with the backends' loops (platform/*/poll.cpp): the phases of a
+// pass that do not depend on the kernel, and the descriptor-naming helper for error messages.
+#pragma once
+
+#include <string>
+
+#include "../include/asyncdispatch/backend.hpp"
+
+namespace asyncdispatch::detail {
+
+// This thread's dispatcher, made on first use; what getGlobalDispatcher() points to.
+Dispatcher& currentDispatcher();
+
+// Phase 1 of a pass: how long selectInto may wait. 0 if callbacks are queued or a timer is due;
+// otherwise `timeout` (-1: forever) shortened to the nearest timer, rounded up to whole ms so a
+// timer is never woken early.
+int adjustTimeout(const DispatcherBase& p, int timeout);
+// Phase 4: complete every timer whose finishAt has passed, earliest first.
+void processTimers(DispatcherBase& p);
+// Phase 5: run the callSoon queue (bounded: see dispatcher.cpp).
+void processPendingCallbacks(DispatcherBase& p);
+
+// "recv(fd 7)": how errors name the operation and the descriptor.
+std::string where(const char* op, AsyncFD fd);
+
+// While closeSocket or unregister fails the operations waiting on fd, each pending callback is
+// called once more and this returns why ("closed", "unregistered"); nullptr otherwise.
+const char* abandonReason(AsyncFD fd) noexcept;
+
+} // namespace asyncdispatch::detail
