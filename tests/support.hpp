@@ -1,0 +1,78 @@
+// What every test file shares: the end-of-test emptiness check, a bounded waitFor, and TCP
+// fixtures on 127.0.0.1 built from the library's own calls.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include <asyncdispatch.hpp>
+
+namespace testsupport {
+
+using namespace asyncdispatch;
+
+// How many descriptors the selector holds, armed or not.
+inline int registeredDescriptors(const PDispatcher& p) {
+  int n = 0;
+  for (const auto& key : p->selector.fds) n += key.fd != InvalidIdent ? 1 : 0;
+  return n;
+}
+
+// Every test ends with this: the dispatcher must hold nothing (no registered descriptor, no timer,
+// no queued callback), so a leak fails the test that made it. Whatever is left is then cleared,
+// so one failure does not spill into the next test.
+inline void checkDispatcherEmpty() {
+  PDispatcher p = getGlobalDispatcher();
+  CHECK(registeredDescriptors(p) == 0);
+  CHECK(p->timers.empty());
+  CHECK(p->callbacks.empty());
+  CHECK(activeDescriptors() == 0);
+  CHECK_FALSE(hasPendingOperations());
+  p->callbacks.clear();
+  p->timers.clear();
+  for (auto& key : p->selector.fds) {
+    if (key.fd != InvalidIdent) closeSocket(AsyncFD(key.fd));
+  }
+  p->callbacks.clear();
+}
+
+// waitFor with a deadline: a future that does not finish within `ms` fails the test instead of
+// hanging the suite.
+template <class T>
+T waitWithin(Future<T> fut, int ms = 5000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!fut.finished()) {
+    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
+                    "future " << fut.fromProc() << " did not finish within " << ms << " ms");
+    poll(50);
+  }
+  return fut.read();
+}
+
+// A listening TCP socket on 127.0.0.1 with a port the kernel picked.
+struct Listener {
+  AsyncFD fd;
+  Port port;
+};
+
+inline Listener listenLocal(Domain domain = Domain::Inet) {
+  const AsyncFD fd = createAsyncNativeSocket(domain);
+  bindAddr(fd, Port(0), domain == Domain::Inet6 ? "::1" : "127.0.0.1", domain);
+  listen(fd);
+  return Listener{fd, getLocalAddr(fd).second};
+}
+
+// Two connected, registered TCP sockets: {client, server side}.
+inline std::pair<AsyncFD, AsyncFD> connectedPair() {
+  Listener l = listenLocal();
+  Future<AsyncFD> accepted = accept(l.fd);
+  const AsyncFD client = waitWithin(dial("127.0.0.1", l.port));
+  const AsyncFD server = waitWithin(accepted);
+  closeSocket(l.fd);
+  return {client, server};
+}
+
+} // namespace testsupport
