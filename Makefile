@@ -4,7 +4,7 @@
 #   make run          build and run the demo
 #   make test         build and run the test suite (installs doctest-dev when root)
 #   make check        everything CI runs: tests, tests under ASan+UBSan, tests built with clang,
-#                     each public header compiled alone, the stub backend compiled
+#                     each public header compiled alone, the stub backend compiled, formatting
 #   make format       clang-format every source file
 #
 # BACKEND=epoll|stub picks the backend (default: the host's); BUILD=dir puts the outputs elsewhere
@@ -97,6 +97,7 @@ stub:
 	$(MAKE) BUILD=build/stub BACKEND=stub WERROR=-Werror build/stub/lib/libasyncdispatch.a
 
 check:
+	$(MAKE) format-check
 	$(MAKE) WERROR=-Werror all test headers
 	$(MAKE) asan
 	$(MAKE) clang

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <climits>
 #include <cmath>
+#include <iomanip>
 #include <ostream>
 #include <vector>
 
@@ -219,8 +220,8 @@ void dumpDispatcher(std::ostream& os, const PDispatcher& disp) {
   const char* sep = "\n";
   for (const TimerEntry* t : sorted) {
     const double inMs = duration<double, std::milli>(t->finishAt - now).count();
-    os << sep << "    (finishAt: now" << (inMs < 0 ? " - " : " + ") << std::abs(inMs)
-       << " ms, fut: Future[void] #" << t->fut.id() << " from " << t->fut.fromProc() << ")";
+    os << sep << "    (finishAt: now" << (inMs < 0 ? " - " : " + ") << std::fixed
+       << std::setprecision(1) << std::abs(inMs) << std::defaultfloat << " ms, fut: Future[void] #" << t->fut.id() << " from " << t->fut.fromProc() << ")";
     sep = ",\n";
   }
   os << (sorted.empty() ? "]\n" : "\n  ]\n");
