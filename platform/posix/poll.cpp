@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <climits>
 #include <cmath>
-#include <iomanip>
+#include <cstdio>
 #include <ostream>
 #include <vector>
 
@@ -25,9 +25,13 @@ struct Abandoning {
 };
 thread_local Abandoning abandoning;
 
-SocketHandle handle(AsyncFD fd) { return static_cast<SocketHandle>(fd); }
+SocketHandle handle(AsyncFD fd) {
+  return static_cast<SocketHandle>(fd);
+}
 
-Selector<PData>& selector() { return detail::currentDispatcher().selector; }
+Selector<PData>& selector() {
+  return detail::currentDispatcher().selector;
+}
 
 // Arms the kernel for exactly what the callback lists wait for (Nim's update of the key's events
 // after addRead, addWrite and each dispatch).
@@ -86,8 +90,10 @@ int abandon(AsyncFD fd, PData& data, const char* why) {
   abandoning = Abandoning{fd, why};
   int stubborn = 0;
   try {
-    for (Callback& cb : data.readCBs) stubborn += cb(fd) ? 0 : 1;
-    for (Callback& cb : data.writeCBs) stubborn += cb(fd) ? 0 : 1;
+    for (Callback& cb : data.readCBs)
+      stubborn += cb(fd) ? 0 : 1;
+    for (Callback& cb : data.writeCBs)
+      stubborn += cb(fd) ? 0 : 1;
   } catch (...) {
     abandoning = Abandoning{};
     throw;
@@ -160,7 +166,9 @@ bool hasPendingOperations() {
   return p.selector.count != 0 || !p.timers.empty() || !p.callbacks.empty();
 }
 
-int activeDescriptors() { return detail::currentDispatcher().selector.count; }
+int activeDescriptors() {
+  return detail::currentDispatcher().selector.count;
+}
 
 int maxDescriptors() {
   rlimit limit{};
@@ -180,8 +188,7 @@ bool setInheritable(AsyncFD fd, bool inheritable) {
 // Nim's poll, that is one runOnce: the five phases of a pass, top to bottom.
 void poll(int timeout) {
   Dispatcher& p = detail::currentDispatcher();
-  if (!hasPendingOperations())
-    throw ValueError("No handles or timers registered in dispatcher.");
+  if (!hasPendingOperations()) throw ValueError("No handles or timers registered in dispatcher.");
 
   // 1. How long the kernel may block: not at all when callbacks are queued or a timer is due.
   const int wait = detail::adjustTimeout(p, timeout);
@@ -191,7 +198,8 @@ void poll(int timeout) {
   const int ready = p.selector.selectInto(wait, keys);
 
   // 3. Run the callbacks of each ready descriptor (they complete futures: callbacks get queued).
-  for (int i = 0; i < ready; ++i) processReadyKey(p.selector, keys[i]);
+  for (int i = 0; i < ready; ++i)
+    processReadyKey(p.selector, keys[i]);
 
   // 4. Complete the timers that are due.
   detail::processTimers(p);
@@ -213,15 +221,18 @@ void dumpDispatcher(std::ostream& os, const PDispatcher& disp) {
   os << "  timers: seq[tuple[finishAt, fut]] [";
   const steady_clock::time_point now = steady_clock::now();
   std::vector<const TimerEntry*> sorted;
-  for (const TimerEntry& t : disp->timers) sorted.push_back(&t);
+  for (const TimerEntry& t : disp->timers)
+    sorted.push_back(&t);
   std::sort(sorted.begin(), sorted.end(), [](const TimerEntry* a, const TimerEntry* b) {
     return a->finishAt != b->finishAt ? a->finishAt < b->finishAt : a->fut.id() < b->fut.id();
   });
   const char* sep = "\n";
   for (const TimerEntry* t : sorted) {
     const double inMs = duration<double, std::milli>(t->finishAt - now).count();
-    os << sep << "    (finishAt: now" << (inMs < 0 ? " - " : " + ") << std::fixed
-       << std::setprecision(1) << std::abs(inMs) << std::defaultfloat << " ms, fut: Future[void] #" << t->fut.id() << " from " << t->fut.fromProc() << ")";
+    char offset[32];
+    std::snprintf(offset, sizeof offset, "%s %.1f ms", inMs < 0 ? "-" : "+", std::abs(inMs));
+    os << sep << "    (finishAt: now " << offset << ", fut: Future[void] #" << t->fut.id()
+       << " from " << t->fut.fromProc() << ")";
     sep = ",\n";
   }
   os << (sorted.empty() ? "]\n" : "\n  ]\n");
