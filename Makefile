@@ -92,9 +92,10 @@ $(BUILD)/headers/%.o: include/%.hpp
 	@mkdir -p $(dir $@)
 	printf '#include <%s>\n' $*.hpp | $(CXX) $(CXXFLAGS) -MF /dev/null -x c++ -c - -o $@
 
-# The stub backend is the porter's template: it must keep compiling.
+# The stub backend is the porter's template: it must keep compiling, and say what is missing.
 stub:
-	$(MAKE) BUILD=build/stub BACKEND=stub WERROR=-Werror build/stub/lib/libasyncdispatch.a
+	$(MAKE) BUILD=build/stub BACKEND=stub WERROR=-Werror build/stub/bin/demo
+	build/stub/bin/demo 2>&1 | grep "newSelector: not supported on this OS"
 
 check:
 	$(MAKE) format-check

@@ -130,6 +130,20 @@ int acceptClient(SocketHandle listener, sockaddr_storage& addr, bool inheritable
 #endif
 }
 
+// Linux and the BSDs make the socket non-blocking and close-on-exec atomically; macOS cannot.
+int openSocket(int domain, int sockType, int protocol, bool inheritable) {
+#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+  return ::socket(domain, sockType | SOCK_NONBLOCK | (inheritable ? 0 : SOCK_CLOEXEC), protocol);
+#else
+  const int fd = ::socket(domain, sockType, protocol);
+  if (fd >= 0) {
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (!inheritable) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  return fd;
+#endif
+}
+
 Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags,
                               bool inheritable) {
   checkRegistered(op, socket);
@@ -201,8 +215,7 @@ Future<std::string> readLine(AsyncFD socket) {
 } // namespace
 
 AsyncFD createAsyncNativeSocket(int domain, int sockType, int protocol, bool inheritable) {
-  const int fd = ::socket(domain, sockType | SOCK_NONBLOCK | (inheritable ? 0 : SOCK_CLOEXEC),
-                          protocol);
+  const int fd = openSocket(domain, sockType, protocol, inheritable);
   if (fd < 0) throw OSError(errno, "createAsyncNativeSocket");
 #if defined(SO_NOSIGPIPE)
   const int one = 1;
