@@ -7,12 +7,15 @@
 #                     each public header compiled alone, the stub backend compiled, formatting
 #   make format       clang-format every source file
 #
-# BACKEND=epoll|stub picks the backend (default: the host's); BUILD=dir puts the outputs elsewhere
-# under build/; CXX=clang++ builds with clang.
+# BACKEND=epoll|stub picks the backend (default: the host's; another one builds into
+# build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
 
 CXX      ?= g++
-BACKEND  ?= epoll
-BUILD    ?= build
+# The host's backend unless told otherwise; another backend builds into its own folder.
+UNAME    := $(shell uname -s)
+NATIVE   := $(if $(filter Linux,$(UNAME)),epoll,$(if $(filter Darwin %BSD DragonFly,$(UNAME)),kqueue,$(if $(filter SunOS,$(UNAME)),eventports,stub)))
+BACKEND  ?= $(NATIVE)
+BUILD    ?= $(if $(filter $(NATIVE),$(BACKEND)),build,build/$(BACKEND))
 OPT      ?= -O2 -g
 WERROR   ?=
 SANITIZE ?=

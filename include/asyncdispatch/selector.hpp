@@ -58,6 +58,7 @@ class Selector;
 //   selectInto(timeout, keys)     wait at most timeout ms (-1: forever) and fill keys; returns
 //                            how many; EINTR is zero keys, not an error
 //   contains(fd), getData(fd)     the registry
+//   fds                      the table of SelectorKey<T>, indexed by descriptor (the drawing's)
 //   count                    armed registrations (non-empty event sets), Nim's `count`
 //   dump(os)                 print the kernel handle and the fds table in the drawing's notation
 // Misuse (registering twice, an unknown fd) throws ValueError naming the call and the fd.
@@ -72,6 +73,7 @@ concept SelectorBackend = std::default_initializable<S> && !std::copy_constructi
                             { cs.contains(fd) } -> std::same_as<bool>;
                             { s.getData(fd) } -> std::same_as<T&>;
                             { cs.count } -> std::convertible_to<int>;
+                            { cs.fds[0].data } -> std::convertible_to<const T&>;
                             { cs.dump(os) } -> std::same_as<void>;
                           };
 

@@ -44,6 +44,12 @@ void control(int epollFD, int op, int fd, std::uint32_t mask, const char* name) 
 } // namespace
 
 template <class T>
+SelectorKey<T>& Selector<T>::checkedKey(const char* op, SocketHandle fd) {
+  if (!contains(fd)) throw ValueError(where(op, fd) + ": descriptor not registered");
+  return fds[fd];
+}
+
+template <class T>
 Selector<T>::Selector() : epollFD(epoll_create1(EPOLL_CLOEXEC)) {
   if (epollFD < 0) throw OSError(errno, "newSelector: epoll_create1");
 }
@@ -145,12 +151,6 @@ void Selector<T>::dump(std::ostream& os) const {
     any = true;
   }
   os << (any ? "\n    }\n" : "}\n") << "  },\n";
-}
-
-template <class T>
-SelectorKey<T>& Selector<T>::checkedKey(const char* op, SocketHandle fd) {
-  if (!contains(fd)) throw ValueError(where(op, fd) + ": descriptor not registered");
-  return fds[fd];
 }
 
 template class Selector<PData>;

@@ -145,10 +145,12 @@ void closeSocket(AsyncFD fd) {
     throw ValueError(detail::where("closeSocket", fd) + ": File descriptor not registered.");
   PData pending = std::move(s.getData(handle(fd)));
   s.unregister(handle(fd)); // before close: epoll keys registrations by open file (see epoll)
-  if (::close(handle(fd)) != 0 && errno != EINTR)
-    throw OSError(errno, detail::where("closeSocket", fd));
-  if (abandon(fd, pending, "closed") > 0)
-    throw ValueError("Expecting async operations to stop when fd has closed.");
+  // POSIX leaves the descriptor closed even when close fails (but for EBADF), so the pending
+  // operations are failed whatever close says, and only then is its error reported.
+  const int closeError = ::close(handle(fd)) != 0 && errno != EINTR ? errno : 0;
+  const int stubborn = abandon(fd, pending, "closed");
+  if (closeError != 0) throw OSError(closeError, detail::where("closeSocket", fd));
+  if (stubborn > 0) throw ValueError("Expecting async operations to stop when fd has closed.");
 }
 
 void addRead(AsyncFD fd, Callback cb) {
