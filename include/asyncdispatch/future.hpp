@@ -120,8 +120,8 @@ public:
   // Nim's fail: finishes the future with an error and queues its callbacks.
   void fail(std::exception_ptr error) const;
   template <class E>
-    requires(!std::is_same_v<std::remove_cvref_t<E>, std::exception_ptr>)
-  void fail(const E& error) const {
+  requires(!std::is_same_v<std::remove_cvref_t<E>, std::exception_ptr>) void fail(
+      const E& error) const {
     fail(std::make_exception_ptr(error));
   }
 
@@ -158,16 +158,13 @@ public:
   // Nim's complete(f, v) / complete(f): stores the value and queues the callbacks;
   // FutureError if the future already finished.
   template <class U>
-    requires(!std::is_void_v<T> && std::is_constructible_v<T, U &&>)
-  void complete(U&& value) const {
+  requires(!std::is_void_v<T> && std::is_constructible_v<T, U&&>) void complete(U&& value) const {
     auto& s = typedState();
     s.checkNotFinished();
     s.value.emplace(std::forward<U>(value));
     s.finish();
   }
-  void complete() const
-    requires std::is_void_v<T>
-  {
+  void complete() const requires std::is_void_v<T> {
     auto& s = typedState();
     s.checkNotFinished();
     s.finish();
@@ -247,11 +244,22 @@ void asyncCheck(Future<T> fut) {
 
 namespace detail {
 
+// The name of the function a coroutine frame belongs to. __builtin_FUNCTION (GCC, clang, MSVC)
+// in a default argument is evaluated where the promise is made, that is inside the coroutine, so
+// a coroutine's future is named after its function, as Nim names an async proc's future. The
+// constructor is explicit so that no coroutine argument can be taken for it.
+struct CoroutineName {
+  explicit CoroutineName(const char* name = __builtin_FUNCTION()) noexcept : value(name) {}
+  const char* value;
+};
+
 // The coroutine side of Future<T>: the frame owns a reference to the result future, the body runs
 // at once (initial_suspend never suspends) and the frame frees itself when the body ends.
 template <class T>
 struct PromiseBase {
-  Future<T> future = newFuture<T>("coroutine");
+  explicit PromiseBase(CoroutineName name) : future(newFuture<T>(name.value)) {}
+
+  Future<T> future;
 
   Future<T> get_return_object() const noexcept { return future; }
   std::suspend_never initial_suspend() const noexcept { return {}; }
@@ -261,15 +269,15 @@ struct PromiseBase {
 
 template <class T>
 struct Promise : PromiseBase<T> {
+  explicit Promise(CoroutineName name = CoroutineName()) : PromiseBase<T>(name) {}
   template <class U>
-    requires std::is_constructible_v<T, U &&>
-  void return_value(U&& value) const {
-    this->future.complete(std::forward<U>(value));
-  }
+  requires std::is_constructible_v<T, U&&>
+  void return_value(U&& value) const { this->future.complete(std::forward<U>(value)); }
 };
 
 template <>
 struct Promise<void> : PromiseBase<void> {
+  explicit Promise(CoroutineName name = CoroutineName()) : PromiseBase<void>(name) {}
   void return_void() const { future.complete(); }
 };
 
