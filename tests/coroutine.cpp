@@ -1,0 +1,293 @@
+#include "support.hpp"
+
+#include <pthread.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace asyncdispatch;
+using namespace testsupport;
+
+namespace {
+
+struct Boom : std::runtime_error {
+  explicit Boom(int c) : std::runtime_error("boom"), code(c) {}
+  int code;
+};
+
+using Log = std::vector<std::string>;
+
+Future<int> returnsAtOnce(int v) {
+  co_return v;
+}
+
+Future<void> voidAtOnce(int* counter) {
+  ++*counter;
+  co_return;
+}
+
+Future<int> logsAroundAwait(Log* log, Future<int> f) {
+  log->push_back("start");
+  const int v = co_await f;
+  log->push_back("after " + std::to_string(v));
+  co_return v + 1;
+}
+
+Future<int> throwsBeforeAwait(Future<int> f) {
+  throw Boom(1);
+  co_return co_await f; // never reached; makes this a coroutine
+}
+
+Future<int> throwsAfterAwait(Future<int> f) {
+  const int v = co_await f;
+  throw Boom(v);
+}
+
+Future<int> catchesBoom(Future<int> inner) {
+  try {
+    co_await inner;
+  } catch (const Boom& e) {
+    co_return e.code;
+  }
+  co_return -1;
+}
+
+Future<int> leaf(Future<int> f) {
+  co_return co_await f * 2;
+}
+Future<int> middle(Future<int> f) {
+  co_return co_await leaf(f) + 1;
+}
+Future<std::string> top(Future<int> f) {
+  co_return "result " + std::to_string(co_await middle(f));
+}
+
+Future<int> awaitsShared(Future<int> f, int add) {
+  co_return co_await f + add;
+}
+
+Future<void> awaitsNil() {
+  co_await Future<int>();
+}
+
+// Awaiting a future that finished: a million times, so a recursion or a queued hop per await
+// would show as a crash on the small stack or as a dispatcher full of callbacks.
+Future<long long> sumFinished(Future<int> done, int n) {
+  long long sum = 0;
+  for (int i = 0; i < n; ++i)
+    sum += co_await done;
+  co_return sum;
+}
+
+Future<long long> sumImmediate(int n) {
+  long long sum = 0;
+  for (int i = 0; i < n; ++i)
+    sum += co_await returnsAtOnce(i);
+  co_return sum;
+}
+
+struct Tracer {
+  bool* destroyed;
+  ~Tracer() { *destroyed = true; }
+};
+
+// Waits on a future it does not hold: the caller owns it.
+Future<int> waitsOnBorrowed(const Future<int>* f, bool* destroyed) {
+  Tracer t{destroyed};
+  co_return co_await *f;
+}
+
+// Waits on a future it holds itself (the usual way: a parameter).
+Future<int> waitsOnOwned(Future<int> f, bool* destroyed) {
+  Tracer t{destroyed};
+  co_return co_await f;
+}
+
+// Runs fn on a thread whose stack is 256 KiB, so a stack that grows per iteration crashes.
+template <class F>
+void runOnSmallStack(F& fn) {
+  pthread_attr_t attr;
+  REQUIRE(pthread_attr_init(&attr) == 0);
+  REQUIRE(pthread_attr_setstacksize(&attr, 256 * 1024) == 0);
+  pthread_t thread;
+  auto trampoline = [](void* arg) -> void* {
+    (*static_cast<F*>(arg))();
+    return nullptr;
+  };
+  REQUIRE(pthread_create(&thread, &attr, trampoline, &fn) == 0);
+  pthread_join(thread, nullptr);
+  pthread_attr_destroy(&attr);
+}
+
+} // namespace
+
+TEST_CASE("co_return: a coroutine with nothing to wait for is finished when the call returns") {
+  Future<int> f = returnsAtOnce(11);
+  CHECK(f.finished());
+  CHECK(f.read() == 11);
+  int counter = 0;
+  Future<void> v = voidAtOnce(&counter);
+  CHECK(v.finished());
+  CHECK(counter == 1);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: the body runs synchronously up to the first await of an unfinished future") {
+  Log log;
+  Future<int> f = newFuture<int>();
+  Future<int> r = logsAroundAwait(&log, f);
+  CHECK(log == Log{"start"});
+  CHECK_FALSE(r.finished());
+  f.complete(4);
+  CHECK(log == Log{"start"}); // the resumption is queued, not run inside complete()
+  poll(0);
+  CHECK(log == Log{"start", "after 4"});
+  CHECK(r.read() == 5);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: a finished future does not suspend the coroutine") {
+  Log log;
+  Future<int> f = newFuture<int>();
+  f.complete(9);
+  Future<int> r = logsAroundAwait(&log, f);
+  CHECK(log == Log{"start", "after 9"});
+  CHECK(r.finished());
+  CHECK(r.read() == 10);
+  CHECK(getGlobalDispatcher()->callbacks.empty()); // no hop through the queue either
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: an exception thrown before the first await fails the future, not the call") {
+  Future<int> f = newFuture<int>();
+  Future<int> r;
+  CHECK_NOTHROW(r = throwsBeforeAwait(f));
+  CHECK(r.failed());
+  CHECK_THROWS_AS(r.read(), Boom);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: an exception thrown after resuming fails the future with the same type") {
+  Future<int> f = newFuture<int>();
+  Future<int> r = throwsAfterAwait(f);
+  f.complete(17);
+  poll(0);
+  REQUIRE(r.failed());
+  bool caught = false;
+  try {
+    r.read();
+  } catch (const Boom& e) {
+    caught = true;
+    CHECK(e.code == 17);
+  }
+  CHECK(caught);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: a failure reaches the awaiting coroutine as the same exception type") {
+  Future<int> f = newFuture<int>();
+  Future<int> r = catchesBoom(throwsAfterAwait(f));
+  f.complete(23);
+  CHECK(waitWithin(r, 2000) == 23);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: awaiting a failed future rethrows its exception into the coroutine") {
+  Future<int> failed = newFuture<int>();
+  failed.fail(Boom(5));
+  Future<int> r = catchesBoom(failed);
+  CHECK(r.finished()); // the failed future was finished: no suspension
+  CHECK(r.read() == 5);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: nested coroutines pass the value up and settle in one poll") {
+  Future<int> f = newFuture<int>();
+  Future<std::string> r = top(f);
+  CHECK_FALSE(r.finished());
+  f.complete(20);
+  poll(0); // leaf, middle and top each resume from callbacks queued during this same pass
+  REQUIRE(r.finished());
+  CHECK(r.read() == "result 41");
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: several coroutines awaiting one future all resume (Nim t13889)") {
+  Future<int> f = newFuture<int>();
+  std::vector<Future<int>> waiters;
+  for (int i = 0; i < 5; ++i)
+    waiters.push_back(awaitsShared(f, i));
+  f.complete(100);
+  poll(0);
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(waiters[i].finished());
+    CHECK(waiters[i].read() == 100 + i);
+  }
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: a nil future fails the coroutine with ValueError") {
+  Future<void> r = awaitsNil();
+  REQUIRE(r.failed());
+  CHECK_THROWS_AS(r.read(), ValueError);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: a million awaits of a finished future use no stack") {
+  constexpr int n = 1'000'000;
+  bool finished = false;
+  long long sum = -1;
+  std::size_t queued = 0;
+  auto body = [&] {
+    Future<int> one = newFuture<int>();
+    one.complete(1);
+    Future<long long> r = sumFinished(one, n);
+    finished = r.finished();
+    if (finished) sum = r.read();
+    queued = getGlobalDispatcher()->callbacks.size();
+  };
+  runOnSmallStack(body);
+  CHECK(finished);
+  CHECK(sum == n);
+  CHECK(queued == 0);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_return: a million calls of coroutines that return at once use no stack") {
+  constexpr int n = 1'000'000;
+  bool finished = false;
+  long long sum = -1;
+  auto body = [&] {
+    Future<long long> r = sumImmediate(n);
+    finished = r.finished();
+    if (finished) sum = r.read();
+  };
+  runOnSmallStack(body);
+  CHECK(finished);
+  CHECK(sum == static_cast<long long>(n) * (n - 1) / 2);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: a coroutine waiting on a future that is dropped unfinished is destroyed") {
+  bool destroyed = false;
+  Future<int> f = newFuture<int>();
+  Future<int> r = waitsOnBorrowed(&f, &destroyed);
+  CHECK_FALSE(destroyed);
+  r = Future<int>();
+  f = Future<int>(); // the last reference: its callbacks, the suspended frame among them, go
+  CHECK(destroyed);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: a coroutine holding the future it waits on is destroyed when both are "
+          "dropped") {
+  bool destroyed = false;
+  Future<int> f = newFuture<int>();
+  Future<int> r = waitsOnOwned(f, &destroyed);
+  CHECK_FALSE(destroyed);
+  r = Future<int>();
+  f = Future<int>(); // nobody outside the suspended frame can reach either future any more
+  CHECK(destroyed);
+  checkDispatcherEmpty();
+}

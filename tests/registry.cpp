@@ -1,0 +1,568 @@
+// The descriptor registry: register_, unregister, contains, addRead/addWrite, the counters,
+// maxDescriptors, setInheritable, closeSocket, getIoHandler and the struct layout of DESIGN §3.
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#if defined(ASYNCDISPATCH_BACKEND_EPOLL)
+#include <sys/epoll.h>
+#endif
+
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <type_traits>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace asyncdispatch;
+using namespace testsupport;
+
+namespace {
+
+// A TCP socket the dispatcher has never seen.
+int rawSocket() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  return fd;
+}
+
+bool isOpen(int fd) {
+  return fcntl(fd, F_GETFD) >= 0 || errno != EBADF;
+}
+
+std::string fdText(AsyncFD fd) {
+  return "fd " + std::to_string(static_cast<int>(fd));
+}
+
+// Polls until fut has finished, without reading it (waitWithin would rethrow a failure).
+void settle(const FutureBase& fut, int ms = 5000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!fut.finished()) {
+    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
+                    "future " << std::string(fut.fromProc()) << " did not finish within " << ms
+                              << " ms");
+    poll(50);
+  }
+}
+
+// The OSError a finished future failed with. Any other outcome fails the check and gives an
+// OSError with code 0, so the caller's checks fail too but its cleanup still runs.
+OSError osErrorOf(const FutureBase& fut) {
+  if (!fut.failed()) {
+    FAIL_CHECK("future " << std::string(fut.fromProc()) << " did not fail");
+    return OSError(0, "(the future did not fail)");
+  }
+  try {
+    std::rethrow_exception(fut.readError());
+  } catch (const OSError& e) {
+    return e;
+  } catch (const std::exception& e) {
+    FAIL_CHECK("not an OSError: " << std::string(e.what()));
+  }
+  return OSError(0, "(not an OSError)");
+}
+
+// Runs the queued callbacks (and anything else due) until nothing is pending.
+void runDry() {
+  for (int i = 0; i < 100 && hasPendingOperations(); ++i)
+    poll(10);
+}
+
+// The message of the ValueError that `call` throws, or a failed check.
+template <class F>
+std::string valueErrorOf(F&& call) {
+  try {
+    call();
+  } catch (const ValueError& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    FAIL_CHECK("not a ValueError: " << std::string(e.what()));
+    return {};
+  }
+  FAIL_CHECK("no ValueError was thrown");
+  return {};
+}
+
+// Restores RLIMIT_NOFILE whatever happens inside the test.
+struct RlimitGuard {
+  rlimit saved{};
+  RlimitGuard() { REQUIRE(getrlimit(RLIMIT_NOFILE, &saved) == 0); }
+  ~RlimitGuard() { setrlimit(RLIMIT_NOFILE, &saved); }
+};
+
+int expectedMaxDescriptors() {
+  rlimit limit{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &limit) == 0);
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur > static_cast<rlim_t>(INT_MAX))
+    return INT_MAX - 1;
+  return static_cast<int>(limit.rlim_cur) - 1;
+}
+
+} // namespace
+
+TEST_CASE("register: registering a descriptor twice throws ValueError naming the fd") {
+  const AsyncFD fd = AsyncFD(rawSocket());
+  register_(fd);
+  CHECK(contains(getGlobalDispatcher(), fd));
+  const std::string message = valueErrorOf([&] { register_(fd); });
+  CHECK(message.find(fdText(fd)) != std::string::npos);
+  CHECK(contains(getGlobalDispatcher(), fd)); // the first registration is untouched
+  closeSocket(fd);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("register: a registered descriptor arms nothing until an operation waits on it") {
+  const AsyncFD fd = AsyncFD(rawSocket());
+  register_(fd);
+  const auto& key = getIoHandler(getGlobalDispatcher()).fds[static_cast<int>(fd)];
+  CHECK(key.fd == static_cast<SocketHandle>(fd));
+  CHECK(key.events.empty());
+  CHECK(key.data.fd == fd);
+  CHECK(key.data.readCBs.empty());
+  CHECK(key.data.writeCBs.empty());
+  CHECK(activeDescriptors() == 0);
+  CHECK_FALSE(hasPendingOperations());
+  // Nim: poll with only an idle registered socket has nothing to wait for.
+  CHECK_THROWS_WITH_AS(poll(0), "No handles or timers registered in dispatcher.", ValueError);
+  closeSocket(fd);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("unregister: an unknown descriptor throws ValueError naming the fd") {
+  const int raw = rawSocket();
+  const std::string message = valueErrorOf([&] { unregister(AsyncFD(raw)); });
+  CHECK(message.find(fdText(AsyncFD(raw))) != std::string::npos);
+  ::close(raw);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("unregister: forgets the descriptor without closing it") {
+  const AsyncFD fd = createAsyncNativeSocket();
+  unregister(fd);
+  CHECK_FALSE(contains(getGlobalDispatcher(), fd));
+  CHECK(isOpen(static_cast<int>(fd)));
+  // Forgotten means it can be registered again.
+  register_(fd);
+  CHECK(contains(getGlobalDispatcher(), fd));
+  closeSocket(fd);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("unregister: pending operations fail with an OSError naming the operation and "
+          "\"unregistered\"") {
+  auto [client, server] = connectedPair();
+  Listener l = listenLocal();
+  Future<std::string> received = recv(server, 100);
+  Future<AsyncFD> accepted = accept(l.fd);
+  CHECK(activeDescriptors() == 2);
+
+  unregister(server);
+  unregister(l.fd);
+  CHECK(activeDescriptors() == 0);
+  settle(received);
+  settle(accepted);
+
+  const OSError recvError = osErrorOf(received);
+  const std::string recvText = recvError.what();
+  CHECK(recvText.find("recv(" + fdText(server) + ")") != std::string::npos);
+  CHECK(recvText.find("unregistered") != std::string::npos);
+
+  const OSError acceptError = osErrorOf(accepted);
+  const std::string acceptText = acceptError.what();
+  CHECK(acceptText.find("accept(" + fdText(l.fd) + ")") != std::string::npos);
+  CHECK(acceptText.find("unregistered") != std::string::npos);
+
+  // unregister does not close: the descriptors are still ours to close.
+  CHECK(isOpen(static_cast<int>(server)));
+  CHECK(isOpen(static_cast<int>(l.fd)));
+  ::close(static_cast<int>(server));
+  ::close(static_cast<int>(l.fd));
+  closeSocket(client);
+  runDry();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("contains: says whether a descriptor is registered with that dispatcher") {
+  const PDispatcher p = getGlobalDispatcher();
+  const AsyncFD fd = createAsyncNativeSocket();
+  CHECK(contains(p, fd));
+  // Another dispatcher has its own registry.
+  const PDispatcher other = newDispatcher();
+  CHECK_FALSE(contains(other, fd));
+  // Far beyond the table, and not a descriptor at all.
+  CHECK_FALSE(contains(p, AsyncFD(1 << 20)));
+  CHECK_FALSE(contains(p, AsyncFD(-1)));
+  closeSocket(fd);
+  CHECK_FALSE(contains(p, fd));
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addRead: callbacks run in order until one returns false; it and the rest wait for the "
+          "next readiness") {
+  auto [client, server] = connectedPair();
+  // One unread byte keeps server readable on every pass (level-triggered).
+  REQUIRE(::send(static_cast<int>(client), "x", 1, MSG_NOSIGNAL) == 1);
+
+  std::vector<std::string> log;
+  bool r2Done = false;
+  bool addedR4 = false;
+  addRead(server, [&](AsyncFD) {
+    log.push_back("r1");
+    return true;
+  });
+  addRead(server, [&](AsyncFD fd) {
+    log.push_back("r2");
+    if (!addedR4) {
+      addedR4 = true;
+      addRead(fd, [&](AsyncFD) {
+        log.push_back("r4");
+        return true;
+      });
+    }
+    return r2Done;
+  });
+  addRead(server, [&](AsyncFD) {
+    log.push_back("r3");
+    return true;
+  });
+
+  for (int i = 0; i < 3; ++i)
+    poll(100);
+  // Nim's e11: r3, and r4 added inside r2, never run while r2 keeps returning false.
+  CHECK(log == std::vector<std::string>{"r1", "r2", "r2", "r2"});
+  const PData& data = getIoHandler(getGlobalDispatcher()).fds[static_cast<int>(server)].data;
+  CHECK(data.readCBs.size() == 3);
+  CHECK(activeDescriptors() == 1);
+
+  log.clear();
+  r2Done = true;
+  poll(100);
+  CHECK(log == std::vector<std::string>{"r2", "r3", "r4"});
+  CHECK(data.readCBs.empty());
+  CHECK(activeDescriptors() == 0);
+
+  closeSocket(client);
+  closeSocket(server);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addRead: a callback that returns true is removed after it runs once") {
+  auto [client, server] = connectedPair();
+  REQUIRE(::send(static_cast<int>(client), "x", 1, MSG_NOSIGNAL) == 1);
+  int calls = 0;
+  const AsyncFD expected = server; // clang 14 cannot capture a structured binding
+  addRead(server, [&](AsyncFD fd) {
+    ++calls;
+    CHECK(fd == expected);
+    return true;
+  });
+  CHECK(activeDescriptors() == 1);
+  poll(100);
+  CHECK(calls == 1);
+  CHECK(activeDescriptors() == 0);
+  CHECK_FALSE(hasPendingOperations());
+  // The byte is still unread, yet nothing waits for it any more.
+  CHECK_THROWS_AS(poll(0), ValueError);
+  CHECK(calls == 1);
+  closeSocket(client);
+  closeSocket(server);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addRead: an unregistered descriptor throws ValueError \"File descriptor not "
+          "registered.\"") {
+  const int raw = rawSocket();
+  const std::string message =
+      valueErrorOf([&] { addRead(AsyncFD(raw), [](AsyncFD) { return true; }); });
+  CHECK(message.find("File descriptor not registered.") != std::string::npos);
+  ::close(raw);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addWrite: callbacks run in order until one returns false; it and the rest wait for "
+          "the next readiness") {
+  auto [client, server] = connectedPair();
+  std::vector<std::string> log;
+  int w2Calls = 0;
+  addWrite(client, [&](AsyncFD) {
+    log.push_back("w1");
+    return true;
+  });
+  addWrite(client, [&](AsyncFD) {
+    log.push_back("w2");
+    return ++w2Calls == 3; // done on its third call
+  });
+  addWrite(client, [&](AsyncFD) {
+    log.push_back("w3");
+    return true;
+  });
+  for (int i = 0; i < 3; ++i)
+    poll(100);
+  CHECK(log == std::vector<std::string>{"w1", "w2", "w2", "w2", "w3"});
+  CHECK(activeDescriptors() == 0);
+  CHECK(getIoHandler(getGlobalDispatcher()).fds[static_cast<int>(client)].data.writeCBs.empty());
+  closeSocket(client);
+  closeSocket(server);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addWrite: an unregistered descriptor throws ValueError \"File descriptor not "
+          "registered.\"") {
+  const int raw = rawSocket();
+  const std::string message =
+      valueErrorOf([&] { addWrite(AsyncFD(raw), [](AsyncFD) { return true; }); });
+  CHECK(message.find("File descriptor not registered.") != std::string::npos);
+  ::close(raw);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("activeDescriptors: counts descriptors with an operation waiting, not registered ones") {
+  CHECK(activeDescriptors() == 0);
+  const AsyncFD idle = createAsyncNativeSocket();
+  CHECK(activeDescriptors() == 0);
+
+  Listener l = listenLocal();
+  Future<AsyncFD> accepted = accept(l.fd);
+  CHECK(activeDescriptors() == 1);
+
+  auto [client, server] = connectedPair();
+  Future<std::string> received = recv(server, 1);
+  CHECK(activeDescriptors() == 2);
+  // A second operation on the same descriptor is the same registration.
+  Future<std::string> receivedToo = recv(server, 1);
+  CHECK(activeDescriptors() == 2);
+
+  REQUIRE(::send(static_cast<int>(client), "ab", 2, MSG_NOSIGNAL) == 2);
+  settle(received);
+  settle(receivedToo);
+  CHECK(received.read() == "a"); // in the order they were asked
+  CHECK(receivedToo.read() == "b");
+  CHECK(activeDescriptors() == 1);
+
+  closeSocket(l.fd);
+  settle(accepted);
+  CHECK(accepted.failed());
+  CHECK(activeDescriptors() == 0);
+
+  closeSocket(idle);
+  closeSocket(client);
+  closeSocket(server);
+  runDry();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("hasPendingOperations: a registered socket with nothing waiting is not pending; a "
+          "pending accept is") {
+  const AsyncFD fd = createAsyncNativeSocket();
+  CHECK_FALSE(hasPendingOperations());
+  bindAddr(fd, Port(0), "127.0.0.1");
+  listen(fd);
+  CHECK_FALSE(hasPendingOperations());
+
+  Future<AcceptResult> accepted = acceptAddr(fd);
+  CHECK(hasPendingOperations());
+
+  const AsyncFD client = waitWithin(dial("127.0.0.1", getLocalAddr(fd).second));
+  const AcceptResult result = waitWithin(accepted);
+  runDry();
+  CHECK_FALSE(hasPendingOperations()); // three idle registered sockets
+
+  closeSocket(result.client);
+  closeSocket(client);
+  closeSocket(fd);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("maxDescriptors: is the RLIMIT_NOFILE soft limit minus one") {
+  RlimitGuard guard;
+  CHECK(maxDescriptors() == expectedMaxDescriptors());
+
+  // A lower soft limit is seen at once (read on every call, not cached).
+  REQUIRE(guard.saved.rlim_cur > 300);
+  rlimit lower = guard.saved;
+  lower.rlim_cur = 300;
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &lower) == 0);
+  CHECK(maxDescriptors() == 299);
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &guard.saved) == 0);
+  CHECK(maxDescriptors() == expectedMaxDescriptors());
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("setInheritable: clears and sets close-on-exec") {
+  const AsyncFD fd = createAsyncNativeSocket();
+  const int raw = static_cast<int>(fd);
+  REQUIRE((fcntl(raw, F_GETFD) & FD_CLOEXEC) != 0);
+
+  CHECK(setInheritable(fd, true));
+  CHECK((fcntl(raw, F_GETFD) & FD_CLOEXEC) == 0);
+  CHECK(setInheritable(fd, true)); // already inheritable: still a success
+  CHECK((fcntl(raw, F_GETFD) & FD_CLOEXEC) == 0);
+  CHECK(setInheritable(fd, false));
+  CHECK((fcntl(raw, F_GETFD) & FD_CLOEXEC) != 0);
+
+  closeSocket(fd);
+  // A closed descriptor: the OS call fails, and setInheritable says so.
+  CHECK_FALSE(setInheritable(fd, true));
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("closeSocket: an unregistered descriptor throws ValueError \"File descriptor not "
+          "registered.\"") {
+  const int raw = rawSocket();
+  const std::string message = valueErrorOf([&] { closeSocket(AsyncFD(raw)); });
+  CHECK(message.find("File descriptor not registered.") != std::string::npos);
+  CHECK(isOpen(raw)); // not closed by the failed call
+  ::close(raw);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("closeSocket: unregisters and closes the descriptor") {
+  const AsyncFD fd = createAsyncNativeSocket();
+  closeSocket(fd);
+  CHECK_FALSE(contains(getGlobalDispatcher(), fd));
+  errno = 0;
+  CHECK(fcntl(static_cast<int>(fd), F_GETFD) == -1);
+  CHECK(errno == EBADF);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("closeSocket: a pending recv and a pending accept each fail once with EBADF, naming the "
+          "operation and \"closed\"") {
+  auto [client, server] = connectedPair();
+  Listener l = listenLocal();
+  Future<std::string> received = recv(server, 100);
+  Future<AsyncFD> accepted = accept(l.fd);
+  int recvCalls = 0;
+  int acceptCalls = 0;
+  received.addCallback([&] { ++recvCalls; });
+  accepted.addCallback([&] { ++acceptCalls; });
+  const std::string serverName = fdText(server);
+  const std::string listenerName = fdText(l.fd);
+
+  closeSocket(server);
+  closeSocket(l.fd);
+  settle(received);
+  settle(accepted);
+  runDry();
+  CHECK(recvCalls == 1);
+  CHECK(acceptCalls == 1);
+
+  const OSError recvError = osErrorOf(received);
+  CHECK(recvError.code() == std::errc::bad_file_descriptor);
+  const std::string recvText = recvError.what();
+  CHECK(recvText.find("recv(" + serverName + ")") != std::string::npos);
+  CHECK(recvText.find("closed") != std::string::npos);
+
+  const OSError acceptError = osErrorOf(accepted);
+  CHECK(acceptError.code() == std::errc::bad_file_descriptor);
+  const std::string acceptText = acceptError.what();
+  CHECK(acceptText.find("accept(" + listenerName + ")") != std::string::npos);
+  CHECK(acceptText.find("closed") != std::string::npos);
+
+  closeSocket(client);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("closeSocket: a pending send fails once with EBADF, naming send and \"closed\"") {
+  auto [client, server] = connectedPair();
+  // Small buffers and a peer that does not read: the send cannot finish.
+  setSockOptInt(client, SOL_SOCKET, SO_SNDBUF, 4096);
+  setSockOptInt(server, SOL_SOCKET, SO_RCVBUF, 4096);
+  Future<void> sent = send(client, std::string(8 << 20, 'x'));
+  int calls = 0;
+  sent.addCallback([&] { ++calls; });
+  for (int i = 0; i < 5; ++i)
+    poll(10);
+  REQUIRE_FALSE(sent.finished());
+  const std::string clientName = fdText(client);
+
+  closeSocket(client);
+  settle(sent);
+  runDry();
+  CHECK(calls == 1);
+  const OSError error = osErrorOf(sent);
+  CHECK(error.code() == std::errc::bad_file_descriptor);
+  const std::string text = error.what();
+  CHECK(text.find("send(" + clientName + ")") != std::string::npos);
+  CHECK(text.find("closed") != std::string::npos);
+
+  closeSocket(server);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("getIoHandler: gives the dispatcher's own selector") {
+  const PDispatcher p = getGlobalDispatcher();
+  CHECK(&getIoHandler(p) == &p->selector);
+  const PDispatcher other = newDispatcher();
+  CHECK(&getIoHandler(other) == &other->selector);
+  CHECK(&getIoHandler(other) != &getIoHandler(p));
+#if defined(ASYNCDISPATCH_BACKEND_EPOLL)
+  // A real epoll instance: epoll_wait accepts it (EINVAL or EBADF otherwise).
+  epoll_event ev{};
+  CHECK(epoll_wait(getIoHandler(p).epollFD, &ev, 1, 0) >= 0);
+  CHECK(epoll_wait(getIoHandler(other).epollFD, &ev, 1, 0) >= 0);
+  CHECK(getIoHandler(other).epollFD != getIoHandler(p).epollFD);
+  CHECK((fcntl(getIoHandler(p).epollFD, F_GETFD) & FD_CLOEXEC) != 0);
+#endif
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("getIoHandler: the selector's fds table mirrors the drawing of DESIGN section 3 while a "
+          "recv waits") {
+  // The drawing's nesting and field types, checked by the compiler.
+  static_assert(std::is_same_v<PDispatcher, std::shared_ptr<Dispatcher>>);
+  static_assert(std::is_base_of_v<DispatcherBase, Dispatcher>);
+  static_assert(std::is_same_v<decltype(Dispatcher::selector), Selector<PData>>);
+  static_assert(std::is_same_v<decltype(DispatcherBase::timers), std::vector<TimerEntry>>);
+  static_assert(std::is_same_v<decltype(TimerEntry::fut), Future<void>>);
+  static_assert(
+      std::is_same_v<decltype(TimerEntry::finishAt), std::chrono::steady_clock::time_point>);
+  static_assert(std::is_same_v<decltype(SelectorKey<PData>::fd), SocketHandle>);
+  static_assert(std::is_same_v<decltype(SelectorKey<PData>::events), EventSet>);
+  static_assert(std::is_same_v<decltype(SelectorKey<PData>::data), PData>);
+  static_assert(std::is_same_v<AsyncData, PData>);
+  static_assert(std::is_same_v<decltype(PData::fd), AsyncFD>);
+  static_assert(std::is_same_v<decltype(PData::readCBs), std::vector<Callback>>);
+  static_assert(std::is_same_v<decltype(PData::writeCBs), std::vector<Callback>>);
+#if defined(ASYNCDISPATCH_BACKEND_EPOLL)
+  static_assert(std::is_same_v<decltype(Selector<PData>::epollFD), int>);
+  static_assert(std::is_same_v<decltype(Selector<PData>::events), epoll_event[64]>);
+#endif
+
+  auto [client, server] = connectedPair();
+  const int fd = static_cast<int>(server);
+  Selector<PData>& selector = getIoHandler(getGlobalDispatcher());
+  Future<std::string> received = recv(server, 100);
+
+  const auto& key = selector.fds[fd];
+  CHECK(key.fd == fd);
+  CHECK(key.events == EventSet(Event::Read));
+  CHECK(key.data.fd == server);
+  CHECK(key.data.readCBs.size() == 1);
+  CHECK(key.data.writeCBs.size() == 0);
+#if defined(ASYNCDISPATCH_BACKEND_EPOLL)
+  // The kernel holds the registration too: adding it again is refused.
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  CHECK(epoll_ctl(selector.epollFD, EPOLL_CTL_ADD, fd, &ev) == -1);
+  CHECK(errno == EEXIST);
+#endif
+
+  REQUIRE(::send(static_cast<int>(client), "hi", 2, MSG_NOSIGNAL) == 2);
+  CHECK(waitWithin(received) == "hi");
+  CHECK(selector.fds[fd].fd == fd); // still registered, no longer waiting
+  CHECK(selector.fds[fd].events.empty());
+  CHECK(selector.fds[fd].data.readCBs.empty());
+
+  closeSocket(client);
+  closeSocket(server);
+  CHECK(selector.fds[fd].fd == InvalidIdent);
+  checkDispatcherEmpty();
+}
