@@ -36,8 +36,9 @@ struct SelectorKey {
   T data;
 };
 
-// Nim's ReadyKey: one event reported by selectInto. errorCode is the socket error behind an
-// Error event (SO_ERROR, or ECONNRESET for a hang-up), 0 otherwise.
+// Nim's ReadyKey: one event reported by selectInto. errorCode says what is known of an Error
+// event without consuming it: ECONNRESET for a hang-up, else 0. (Nim reads SO_ERROR here, but
+// reading it clears it, and then a failed connect looks like a success to the operation.)
 struct ReadyKey {
   SocketHandle fd = InvalidIdent;
   EventSet events;
@@ -64,17 +65,17 @@ class Selector;
 // Misuse (registering twice, an unknown fd) throws ValueError naming the call and the fd.
 template <class S, class T = PData>
 concept SelectorBackend = std::default_initializable<S> && !std::copy_constructible<S> &&
-                          requires(S& s, const S& cs, SocketHandle fd, EventSet events, T data,
+                          requires(S & s, const S& cs, SocketHandle fd, EventSet events, T data,
                                    int timeout, std::span<ReadyKey> keys, std::ostream& os) {
-                            { s.registerHandle(fd, events, std::move(data)) } -> std::same_as<void>;
-                            { s.updateHandle(fd, events) } -> std::same_as<void>;
-                            { s.unregister(fd) } -> std::same_as<void>;
-                            { s.selectInto(timeout, keys) } -> std::same_as<int>;
-                            { cs.contains(fd) } -> std::same_as<bool>;
-                            { s.getData(fd) } -> std::same_as<T&>;
-                            { cs.count } -> std::convertible_to<int>;
-                            { cs.fds[0].data } -> std::convertible_to<const T&>;
-                            { cs.dump(os) } -> std::same_as<void>;
-                          };
+  { s.registerHandle(fd, events, std::move(data)) } -> std::same_as<void>;
+  { s.updateHandle(fd, events) } -> std::same_as<void>;
+  { s.unregister(fd) } -> std::same_as<void>;
+  { s.selectInto(timeout, keys) } -> std::same_as<int>;
+  { cs.contains(fd) } -> std::same_as<bool>;
+  { s.getData(fd) } -> std::same_as<T&>;
+  { cs.count } -> std::convertible_to<int>;
+  { cs.fds[0].data } -> std::convertible_to<const T&>;
+  { cs.dump(os) } -> std::same_as<void>;
+};
 
 } // namespace asyncdispatch

@@ -1,7 +1,6 @@
 // Selector over epoll; the list of what is hard about epoll opens selector.hpp.
 #include "selector.hpp"
 
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,15 +22,6 @@ std::uint32_t toEpollEvents(EventSet events) {
   if (events.contains(Event::Read)) mask |= EPOLLIN;
   if (events.contains(Event::Write)) mask |= EPOLLOUT;
   return mask;
-}
-
-// The socket's pending error, for an EPOLLERR report; a hang-up without one reads as a reset.
-int socketError(int fd, std::uint32_t mask) {
-  int err = 0;
-  socklen_t len = sizeof(err);
-  if ((mask & EPOLLERR) != 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
-    return err;
-  return ECONNRESET;
 }
 
 void control(int epollFD, int op, int fd, std::uint32_t mask, const char* name) {
@@ -118,8 +108,10 @@ int Selector<T>::selectInto(int timeout, std::span<ReadyKey> results) {
     ReadyKey& rk = results[i];
     rk = ReadyKey{events[i].data.fd, {}, 0};
     if ((mask & (EPOLLERR | EPOLLHUP)) != 0) {
+      // SO_ERROR is not read here: reading it clears it, and the operation that runs next
+      // (connect, recv, send) must see the error itself. A hang-up reads as a reset.
       rk.events.incl(Event::Error);
-      rk.errorCode = socketError(rk.fd, mask);
+      rk.errorCode = (mask & EPOLLHUP) != 0 ? ECONNRESET : 0;
     }
     if ((mask & EPOLLIN) != 0) rk.events.incl(Event::Read);
     if ((mask & EPOLLOUT) != 0) rk.events.incl(Event::Write);

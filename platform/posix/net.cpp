@@ -30,36 +30,52 @@ constexpr int kNoSignal = MSG_NOSIGNAL;
 constexpr int kNoSignal = 0;
 #endif
 
-SocketHandle handle(AsyncFD fd) { return static_cast<SocketHandle>(fd); }
+SocketHandle handle(AsyncFD fd) {
+  return static_cast<SocketHandle>(fd);
+}
 
 int nativeDomain(Domain d) {
   switch (d) {
-  case Domain::Unix: return AF_UNIX;
-  case Domain::Inet: return AF_INET;
-  case Domain::Inet6: return AF_INET6;
+  case Domain::Unix:
+    return AF_UNIX;
+  case Domain::Inet:
+    return AF_INET;
+  case Domain::Inet6:
+    return AF_INET6;
   }
   return AF_UNSPEC;
 }
 
 int nativeSockType(SockType t) {
   switch (t) {
-  case SockType::Stream: return SOCK_STREAM;
-  case SockType::Dgram: return SOCK_DGRAM;
-  case SockType::Raw: return SOCK_RAW;
-  case SockType::SeqPacket: return SOCK_SEQPACKET;
+  case SockType::Stream:
+    return SOCK_STREAM;
+  case SockType::Dgram:
+    return SOCK_DGRAM;
+  case SockType::Raw:
+    return SOCK_RAW;
+  case SockType::SeqPacket:
+    return SOCK_SEQPACKET;
   }
   return 0;
 }
 
 int nativeProtocol(Protocol p) {
   switch (p) {
-  case Protocol::TCP: return IPPROTO_TCP;
-  case Protocol::UDP: return IPPROTO_UDP;
-  case Protocol::IP: return IPPROTO_IP;
-  case Protocol::IPv6: return IPPROTO_IPV6;
-  case Protocol::Raw: return IPPROTO_RAW;
-  case Protocol::ICMP: return IPPROTO_ICMP;
-  case Protocol::ICMPv6: return IPPROTO_ICMPV6;
+  case Protocol::TCP:
+    return IPPROTO_TCP;
+  case Protocol::UDP:
+    return IPPROTO_UDP;
+  case Protocol::IP:
+    return IPPROTO_IP;
+  case Protocol::IPv6:
+    return IPPROTO_IPV6;
+  case Protocol::Raw:
+    return IPPROTO_RAW;
+  case Protocol::ICMP:
+    return IPPROTO_ICMP;
+  case Protocol::ICMPv6:
+    return IPPROTO_ICMPV6;
   }
   return 0;
 }
@@ -71,9 +87,13 @@ bool isDisconnect(SocketFlags flags, int err) {
 }
 
 // Not an error: the descriptor was not really ready, or a signal interrupted the call.
-bool isRetry(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+bool isRetry(int err) {
+  return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
+}
 
-int recvFlags(SocketFlags flags) { return flags.contains(SocketFlag::Peek) ? MSG_PEEK : 0; }
+int recvFlags(SocketFlags flags) {
+  return flags.contains(SocketFlag::Peek) ? MSG_PEEK : 0;
+}
 
 void checkRegistered(const char* op, AsyncFD fd) {
   if (!contains(getGlobalDispatcher(), fd))
@@ -144,9 +164,45 @@ int openSocket(int domain, int sockType, int protocol, bool inheritable) {
 #endif
 }
 
-Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags,
-                              bool inheritable) {
+// One descriptor per thread held in reserve for acceptAddr. When accept fails with EMFILE, the
+// waiting connection keeps the listener readable, so a level-triggered loop would spin on it.
+// As libuv does, the spare is spent to accept that connection and close it at once (its client
+// sees the connection closed rather than rotting in the backlog), then taken back: the loop stays
+// quiet, and accepting goes on as soon as descriptors are free again.
+class SpareDescriptor {
+public:
+  SpareDescriptor() = default;
+  SpareDescriptor(const SpareDescriptor&) = delete;
+  SpareDescriptor& operator=(const SpareDescriptor&) = delete;
+  ~SpareDescriptor() { release(); }
+
+  // Opened on the thread's first acceptAddr, while descriptors are still to be had.
+  void reserve() {
+    if (fd_ < 0) fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  // Accepts one waiting connection in the spare's slot and closes it; false without a spare.
+  bool dropOneConnection(SocketHandle listener) {
+    if (fd_ < 0) return false;
+    release();
+    sockaddr_storage addr{};
+    const int dropped = acceptClient(listener, addr, false);
+    if (dropped >= 0) ::close(dropped);
+    reserve();
+    return true;
+  }
+
+private:
+  void release() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  int fd_ = -1;
+};
+thread_local SpareDescriptor spare;
+
+Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags, bool inheritable) {
   checkRegistered(op, socket);
+  spare.reserve();
   Future<AcceptResult> retFuture = newFuture<AcceptResult>(op);
   addRead(socket, [retFuture, flags, inheritable, op](AsyncFD fd) {
     if (failIfAbandoned(retFuture, op, fd)) return true;
@@ -156,6 +212,7 @@ Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags,
       const int err = errno;
       // A connection that was reset while queued is not this listener's failure: keep waiting.
       if (isRetry(err) || err == ECONNABORTED || isDisconnect(flags, err)) return false;
+      if ((err == EMFILE || err == ENFILE) && spare.dropOneConnection(handle(fd))) return false;
       retFuture.fail(OSError(err, where(op, fd)));
       return true;
     }
@@ -172,7 +229,9 @@ Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags,
   return retFuture;
 }
 
-Future<AsyncFD> clientOf(Future<AcceptResult> accepted) { co_return (co_await accepted).client; }
+Future<AsyncFD> clientOf(Future<AcceptResult> accepted) {
+  co_return (co_await accepted).client;
+}
 
 // One write attempt of Nim's send loop: a partial write waits for the next writability.
 bool sendSome(const Future<void>& fut, AsyncFD fd, const char* data, int size, int& written,
@@ -387,8 +446,8 @@ std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port p
 
 Future<void> connectAddress(AsyncFD socket, const AddrInfo& target) {
   Future<void> retFuture = newFuture<void>("connect");
-  if (::connect(handle(socket), reinterpret_cast<const sockaddr*>(&target.addr),
-                target.addrLen) == 0) {
+  if (::connect(handle(socket), reinterpret_cast<const sockaddr*>(&target.addr), target.addrLen) ==
+      0) {
     retFuture.complete();
     return retFuture;
   }
