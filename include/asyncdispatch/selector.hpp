@@ -37,8 +37,8 @@ struct SelectorKey {
 };
 
 // Nim's ReadyKey: one event reported by selectInto. errorCode says what is known of an Error
-// event without consuming it: ECONNRESET for a hang-up, else 0. (Nim reads SO_ERROR here, but
-// reading it clears it, and then a failed connect looks like a success to the operation.)
+// event without consuming it: ECONNRESET for a hang-up, else 0. A backend never reads SO_ERROR:
+// that clears the error, and the operation that runs next (a pending connect) must see it.
 struct ReadyKey {
   SocketHandle fd = InvalidIdent;
   EventSet events;
