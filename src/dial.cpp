@@ -24,8 +24,7 @@ Future<void> connectToAny(AsyncFD socket, std::vector<detail::AddrInfo> addrs) {
   std::rethrow_exception(last);
 }
 
-Future<AsyncFD> dialAny(std::vector<detail::AddrInfo> addrs, SockType sockType,
-                        Protocol protocol) {
+Future<AsyncFD> dialAny(std::vector<detail::AddrInfo> addrs, SockType sockType, Protocol protocol) {
   std::exception_ptr last;
   for (const detail::AddrInfo& target : addrs) {
     // A fresh socket per attempt: a socket whose connect failed is not reused.
@@ -46,8 +45,7 @@ Future<AsyncFD> dialAny(std::vector<detail::AddrInfo> addrs, SockType sockType,
 Future<void> connect(AsyncFD socket, const std::string& address, Port port, Domain domain) {
   if (!contains(getGlobalDispatcher(), socket))
     throw ValueError(detail::where("connect", socket) + ": File descriptor not registered.");
-  return connectToAny(socket, detail::resolve("connect", address, port, &domain,
-                                              SockType::Stream));
+  return connectToAny(socket, detail::resolve("connect", address, port, &domain, SockType::Stream));
 }
 
 Future<AsyncFD> dial(const std::string& address, Port port, Protocol protocol) {

@@ -31,8 +31,8 @@ struct GlobalDispatcher {
   bool shutDown = false;
   ~GlobalDispatcher() {
     shutDown = true;
+    disp.reset(); // raw stays valid meanwhile, for destructors of the coroutines torn down
     raw = nullptr;
-    PDispatcher last = std::move(disp);
   }
 };
 thread_local GlobalDispatcher global;
@@ -56,8 +56,15 @@ Future<void> addSleep(Clock::duration delay) {
 namespace detail {
 
 Dispatcher& currentDispatcher() {
-  if (global.raw == nullptr) getGlobalDispatcher();
+  if (global.raw == nullptr) {
+    if (global.shutDown) throw ValueError("the thread's dispatcher has been destroyed");
+    getGlobalDispatcher();
+  }
   return *global.raw;
+}
+
+SuspendedList& currentSuspendedList() {
+  return currentDispatcher().suspended;
 }
 
 void enqueueCallback(UniqueFunction<void()> cb) {
@@ -102,7 +109,9 @@ std::string where(const char* op, AsyncFD fd) {
 
 } // namespace detail
 
-PDispatcher newDispatcher() { return std::make_shared<Dispatcher>(); }
+PDispatcher newDispatcher() {
+  return std::make_shared<Dispatcher>();
+}
 
 void setGlobalDispatcher(PDispatcher disp) {
   if (!disp) throw ValueError("setGlobalDispatcher: the dispatcher is nil");
@@ -117,7 +126,9 @@ PDispatcher getGlobalDispatcher() {
   return global.disp;
 }
 
-Future<void> sleepAsync(int ms) { return addSleep(std::chrono::milliseconds(ms)); }
+Future<void> sleepAsync(int ms) {
+  return addSleep(std::chrono::milliseconds(ms));
+}
 
 Future<void> sleepAsync(double ms) {
   if (std::isnan(ms)) throw ValueError("sleepAsync: the delay is NaN");
@@ -140,11 +151,12 @@ void drain(int timeout) {
 }
 
 void runForever() {
-  for (;;) poll();
+  for (;;)
+    poll();
 }
 
 std::ostream& operator<<(std::ostream& os, Event e) {
-  static constexpr const char* names[] = {"Read", "Write", "Timer",  "Signal",  "Process",
+  static constexpr const char* names[] = {"Read",  "Write", "Timer", "Signal",  "Process",
                                           "Vnode", "User",  "Error", "Oneshot", "Finished"};
   return os << names[static_cast<unsigned>(e)];
 }

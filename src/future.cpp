@@ -27,7 +27,8 @@ void FutureStateBase::checkNotFinished() const {
 void FutureStateBase::finish() {
   finished = true;
   // Callbacks never run here: each is queued on the dispatcher, in the order it was added.
-  for (UniqueFunction<void()>& cb : callbacks) enqueueCallback(std::move(cb));
+  for (UniqueFunction<void()>& cb : callbacks)
+    enqueueCallback(std::move(cb));
   callbacks.clear();
 }
 
@@ -48,6 +49,27 @@ void FutureStateBase::addCallback(UniqueFunction<void()> cb) {
 
 void FutureStateBase::describeValue(std::string&) const {}
 
+std::size_t SuspendedList::size() const noexcept {
+  std::size_t n = 0;
+  for (const SuspendedLink* l = head_.next; l != &head_; l = l->next)
+    ++n;
+  return n;
+}
+
+void SuspendedList::push(SuspendedLink& link) noexcept {
+  link.prev = head_.prev;
+  link.next = &head_;
+  head_.prev->next = &link;
+  head_.prev = &link;
+}
+
+void SuspendedList::destroyAll() noexcept {
+  // Destroying one frame may destroy others (through the futures it held), which unlink
+  // themselves; so always take the first that is left.
+  while (!empty())
+    static_cast<ResumeCoroutine*>(head_.next)->release().destroy();
+}
+
 } // namespace detail
 
 std::exception_ptr FutureBase::readError() const {
@@ -56,7 +78,9 @@ std::exception_ptr FutureBase::readError() const {
   return s.error;
 }
 
-void FutureBase::fail(std::exception_ptr error) const { state().fail(std::move(error)); }
+void FutureBase::fail(std::exception_ptr error) const {
+  state().fail(std::move(error));
+}
 
 void FutureBase::throwNil() {
   throw ValueError("Future is nil: the handle was default-constructed and refers to no future");

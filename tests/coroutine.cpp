@@ -1,3 +1,5 @@
+#include <thread>
+
 #include "support.hpp"
 
 #include <pthread.h>
@@ -280,14 +282,41 @@ TEST_CASE("co_await: a coroutine waiting on a future that is dropped unfinished 
   checkDispatcherEmpty();
 }
 
-TEST_CASE("co_await: a coroutine holding the future it waits on is destroyed when both are "
-          "dropped") {
+// Frame -> its future -> the future's callbacks -> the frame: a cycle no reference count breaks,
+// so such a coroutine lives as long as its dispatcher, and is destroyed with it.
+TEST_CASE("co_await: a coroutine holding a future nobody will complete is destroyed with its "
+          "dispatcher") {
+  PDispatcher previous = getGlobalDispatcher();
+  setGlobalDispatcher(newDispatcher());
   bool destroyed = false;
-  Future<int> f = newFuture<int>();
-  Future<int> r = waitsOnOwned(f, &destroyed);
+  {
+    Future<int> f = newFuture<int>();
+    Future<int> r = waitsOnOwned(f, &destroyed);
+  } // nobody outside the suspended frame can reach either future any more
   CHECK_FALSE(destroyed);
-  r = Future<int>();
-  f = Future<int>(); // nobody outside the suspended frame can reach either future any more
+  CHECK(getGlobalDispatcher()->suspended.size() == 1);
+  setGlobalDispatcher(previous); // drops the last reference to the other dispatcher
   CHECK(destroyed);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: a thread's exit destroys the coroutines suspended on its dispatcher") {
+  bool onTimer = false, onFuture = false, onQueue = false;
+  std::thread([&] {
+    Future<int> never = newFuture<int>();
+    Future<int> ready = newFuture<int>();
+    Future<int> a = waitsOnOwned(never, &onFuture);
+    Future<int> b = waitsOnBorrowed(&ready, &onQueue);
+    auto sleeper = [](bool* flag) -> Future<void> {
+      Tracer t{flag};
+      co_await sleepAsync(60000);
+    };
+    Future<void> c = sleeper(&onTimer);
+    ready.complete(1); // b's continuation now waits in the callbacks queue
+    CHECK(getGlobalDispatcher()->suspended.size() == 3);
+  }).join();
+  CHECK(onTimer);
+  CHECK(onFuture);
+  CHECK(onQueue);
   checkDispatcherEmpty();
 }

@@ -22,8 +22,8 @@ inline int registeredDescriptors(const PDispatcher& p) {
 }
 
 // Every test ends with this: the dispatcher must hold nothing (no registered descriptor, no timer,
-// no queued callback), so a leak fails the test that made it. Whatever is left is then cleared,
-// so one failure does not spill into the next test.
+// no queued callback, no suspended coroutine), so a leak fails the test that made it. Whatever is
+// left is then cleared, so one failure does not spill into the next test.
 inline void checkDispatcherEmpty() {
   PDispatcher p = getGlobalDispatcher();
   CHECK(registeredDescriptors(p) == 0);
@@ -31,6 +31,8 @@ inline void checkDispatcherEmpty() {
   CHECK(p->callbacks.empty());
   CHECK(activeDescriptors() == 0);
   CHECK_FALSE(hasPendingOperations());
+  CHECK(p->suspended.empty());
+  p->suspended.destroyAll();
   p->callbacks.clear();
   p->timers.clear();
   for (auto& key : p->selector.fds) {

@@ -5,13 +5,13 @@
 
 #include "dispatcher.hpp"
 
-#if !defined(ASYNCDISPATCH_BACKEND_EPOLL) && !defined(ASYNCDISPATCH_BACKEND_KQUEUE) &&            \
-    !defined(ASYNCDISPATCH_BACKEND_EVENTPORTS) && !defined(ASYNCDISPATCH_BACKEND_IOCP) &&        \
+#if !defined(ASYNCDISPATCH_BACKEND_EPOLL) && !defined(ASYNCDISPATCH_BACKEND_KQUEUE) &&             \
+    !defined(ASYNCDISPATCH_BACKEND_EVENTPORTS) && !defined(ASYNCDISPATCH_BACKEND_IOCP) &&          \
     !defined(ASYNCDISPATCH_BACKEND_STUB)
 #if defined(__linux__)
 #define ASYNCDISPATCH_BACKEND_EPOLL 1
-#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) ||                      \
-    defined(__NetBSD__) || defined(__DragonFly__)
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
+    defined(__DragonFly__)
 #define ASYNCDISPATCH_BACKEND_KQUEUE 1
 #elif defined(__sun)
 #define ASYNCDISPATCH_BACKEND_EVENTPORTS 1

@@ -67,7 +67,8 @@ auto all(std::vector<Future<T>> futs) {
     } else {
       std::vector<T> values;
       values.reserve(s.futs.size());
-      for (const Future<T>& f : s.futs) values.push_back(f.read());
+      for (const Future<T>& f : s.futs)
+        values.push_back(f.read());
       s.ret.complete(std::move(values));
     }
   };

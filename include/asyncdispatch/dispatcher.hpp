@@ -26,6 +26,9 @@ struct TimerEntry {
 
 // Nim's PDispatcherBase: what the dispatcher holds on every backend.
 struct DispatcherBase {
+  // Not in Nim's drawing: the coroutines suspended on this dispatcher, destroyed with it.
+  // Declared first so that it is destroyed last, after everything that might resume them.
+  detail::SuspendedList suspended;
   // A binary min-heap ordered by finishAt, ties broken by the future's id, that is by creation
   // order: two timers due at the same instant fire in the order they were made.
   std::vector<TimerEntry> timers;
@@ -67,7 +70,8 @@ void runForever();
 // Nim's waitFor: polls until fut finishes, then reads it.
 template <class T>
 T waitFor(Future<T> fut) {
-  while (!fut.finished()) poll();
+  while (!fut.finished())
+    poll();
   return fut.read();
 }
 // Nim's hasPendingOperations: an armed descriptor, a timer or a queued callback exists.

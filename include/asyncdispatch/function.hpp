@@ -24,9 +24,9 @@ public:
   UniqueFunction(std::nullptr_t) noexcept {}
 
   template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, UniqueFunction> &&
-             std::is_invocable_r_v<R, std::remove_cvref_t<F>&, Args...>)
-  UniqueFunction(F&& f) { // NOLINT: implicit, as std::function's is
+  requires(!std::is_same_v<std::remove_cvref_t<F>, UniqueFunction> &&
+           std::is_invocable_r_v<R, std::remove_cvref_t<F>&, Args...>)
+      UniqueFunction(F&& f) { // NOLINT: implicit, as std::function's is
     using Fn = std::remove_cvref_t<F>;
     if constexpr (fitsInline<Fn>) {
       ::new (static_cast<void*>(storage_)) Fn(std::forward<F>(f));
@@ -75,9 +75,9 @@ private:
   };
 
   template <class Fn>
-  static constexpr bool fitsInline = sizeof(Fn) <= kInlineSize &&
-                                     alignof(Fn) <= alignof(std::max_align_t) &&
-                                     std::is_nothrow_move_constructible_v<Fn>;
+  static constexpr bool fitsInline =
+      sizeof(Fn) <= kInlineSize &&
+      alignof(Fn) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<Fn>;
 
   template <class Fn>
   static constexpr Ops inlineOps{

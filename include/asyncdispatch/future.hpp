@@ -10,6 +10,7 @@
 #pragma once
 
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <optional>
@@ -75,18 +76,72 @@ struct FutureState<void> final : FutureStateBase {
   using FutureStateBase::FutureStateBase;
 };
 
-// The continuation of a suspended coroutine, stored as a future callback. If it is destroyed
-// without having run (the future it waited for was dropped unfinished, or its dispatcher went
-// away), it destroys the coroutine frame, so an abandoned coroutine does not leak.
-class ResumeCoroutine {
+// A link of the intrusive list through which a dispatcher knows its suspended coroutines.
+struct SuspendedLink {
+  SuspendedLink* prev = nullptr;
+  SuspendedLink* next = nullptr;
+  void unlink() noexcept {
+    if (prev == nullptr) return;
+    prev->next = next;
+    next->prev = prev;
+    prev = next = nullptr;
+  }
+};
+
+// The coroutines suspended on one dispatcher (DispatcherBase::suspended). Destroying the
+// dispatcher destroys them, as destroying an asio io_context destroys its pending handlers: a
+// coroutine waiting for a future that nothing will complete holds that future in its frame, and
+// the future holds the coroutine, a cycle that no reference count breaks.
+class SuspendedList {
 public:
-  explicit ResumeCoroutine(std::coroutine_handle<> h) noexcept : handle_(h) {}
-  ResumeCoroutine(ResumeCoroutine&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+  SuspendedList() noexcept { head_.prev = head_.next = &head_; }
+  SuspendedList(const SuspendedList&) = delete;
+  SuspendedList& operator=(const SuspendedList&) = delete;
+  ~SuspendedList() { destroyAll(); }
+
+  bool empty() const noexcept { return head_.next == &head_; }
+  std::size_t size() const noexcept;
+  void push(SuspendedLink& link) noexcept;
+  // Destroys every coroutine frame still suspended (their locals' destructors run).
+  void destroyAll() noexcept;
+
+private:
+  SuspendedLink head_;
+};
+
+// The list of the thread's current dispatcher, where a coroutine that suspends is linked.
+SuspendedList& currentSuspendedList();
+
+// The continuation of a suspended coroutine, stored as a future callback and linked into the
+// dispatcher's suspended list until it runs. If it is destroyed without having run (the future it
+// waited for was dropped unfinished), it destroys the coroutine frame, so nothing leaks.
+class ResumeCoroutine : public SuspendedLink {
+public:
+  explicit ResumeCoroutine(std::coroutine_handle<> h) : handle_(h) {
+    currentSuspendedList().push(*this);
+  }
+  ResumeCoroutine(ResumeCoroutine&& other) noexcept : handle_(std::exchange(other.handle_, {})) {
+    if (other.prev != nullptr) { // take the other's place in the list
+      prev = std::exchange(other.prev, nullptr);
+      next = std::exchange(other.next, nullptr);
+      prev->next = this;
+      next->prev = this;
+    }
+  }
   ResumeCoroutine& operator=(ResumeCoroutine&&) = delete;
   ~ResumeCoroutine() {
+    unlink();
     if (handle_) handle_.destroy();
   }
-  void operator()() { std::exchange(handle_, {}).resume(); }
+  void operator()() {
+    unlink();
+    std::exchange(handle_, {}).resume();
+  }
+  // For SuspendedList::destroyAll: the frame, which this continuation no longer owns.
+  std::coroutine_handle<> release() noexcept {
+    unlink();
+    return std::exchange(handle_, {});
+  }
 
 private:
   std::coroutine_handle<> handle_;

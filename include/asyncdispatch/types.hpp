@@ -45,7 +45,8 @@ public:
   constexpr SocketFlags() noexcept = default;
   constexpr SocketFlags(SocketFlag flag) noexcept : bits_(bit(flag)) {} // NOLINT: a set of one
   constexpr SocketFlags(std::initializer_list<SocketFlag> flags) noexcept {
-    for (SocketFlag f : flags) bits_ |= bit(f);
+    for (SocketFlag f : flags)
+      bits_ |= bit(f);
   }
   constexpr bool contains(SocketFlag flag) const noexcept { return (bits_ & bit(flag)) != 0; }
   constexpr bool operator==(const SocketFlags&) const noexcept = default;
@@ -77,7 +78,8 @@ public:
   constexpr EventSet() noexcept = default;
   constexpr EventSet(Event e) noexcept : bits_(bit(e)) {} // NOLINT: a set of one
   constexpr EventSet(std::initializer_list<Event> events) noexcept {
-    for (Event e : events) bits_ |= bit(e);
+    for (Event e : events)
+      bits_ |= bit(e);
   }
   constexpr bool contains(Event e) const noexcept { return (bits_ & bit(e)) != 0; }
   constexpr bool empty() const noexcept { return bits_ == 0; }

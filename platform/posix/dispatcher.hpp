@@ -8,6 +8,13 @@
 namespace asyncdispatch {
 
 struct Dispatcher : DispatcherBase {
+  Dispatcher() = default;
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+  // Destroys the coroutines still suspended first, while the selector, timers and callbacks
+  // they may touch from their destructors are all still there.
+  ~Dispatcher() { suspended.destroyAll(); }
+
   Selector<PData> selector;
 };
 

@@ -238,7 +238,8 @@ void dumpDispatcher(std::ostream& os, const PDispatcher& disp) {
     sep = ",\n";
   }
   os << (sorted.empty() ? "]\n" : "\n  ]\n");
-  os << "  callbacks: Deque[proc ()] (" << disp->callbacks.size() << " queued)\n}\n";
+  os << "  callbacks: Deque[proc ()] (" << disp->callbacks.size() << " queued)\n"
+     << "  suspended: " << disp->suspended.size() << " coroutines\n}\n";
 }
 
 } // namespace asyncdispatch
