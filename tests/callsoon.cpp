@@ -1,3 +1,5 @@
+// callSoon and the callback phase of poll: FIFO order, never inline, bounded per pass, and how
+// future callbacks share the queue.
 #include "support.hpp"
 
 #include <chrono>

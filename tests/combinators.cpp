@@ -1,3 +1,4 @@
+// Nim's and, or and all over futures, and that they keep the callbacks a user attached.
 #include "support.hpp"
 
 #include <string>

@@ -1,3 +1,5 @@
+// Coroutines as Nim's {.async.}: when bodies run and suspend, how failures travel, that finished
+// awaits use no stack, and that suspended coroutines are never leaked.
 #include <thread>
 
 #include "support.hpp"

@@ -1,4 +1,4 @@
-// dumpDispatcher: the live dispatcher printed in the notation of DESIGN §3, following the
+// dumpDispatcher: the live dispatcher printed in the notation of Nim's drawing, following the
 // structure as descriptors, timers and callbacks come and go.
 #include <sys/socket.h>
 

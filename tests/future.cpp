@@ -1,3 +1,4 @@
+// Futures (Nim's asyncfutures): completing, failing, reading, callbacks, asyncCheck, nil.
 #include "support.hpp"
 
 #include <exception>

@@ -1,3 +1,5 @@
+// Running the loop: poll, runForever, waitFor, drain, hasPendingOperations, the per-thread global
+// dispatcher and the error types.
 #include "support.hpp"
 
 #include <cerrno>

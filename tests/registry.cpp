@@ -1,5 +1,5 @@
 // The descriptor registry: register_, unregister, contains, addRead/addWrite, the counters,
-// maxDescriptors, setInheritable, closeSocket, getIoHandler and the struct layout of DESIGN §3.
+// maxDescriptors, setInheritable, closeSocket, getIoHandler and the struct layout of Nim's drawing.
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <fcntl.h>
@@ -513,7 +513,7 @@ TEST_CASE("getIoHandler: gives the dispatcher's own selector") {
   checkDispatcherEmpty();
 }
 
-TEST_CASE("getIoHandler: the selector's fds table mirrors the drawing of DESIGN section 3 while a "
+TEST_CASE("getIoHandler: the selector's fds table mirrors Nim's drawing while a "
           "recv waits") {
   // The drawing's nesting and field types, checked by the compiler.
   static_assert(std::is_same_v<PDispatcher, std::shared_ptr<Dispatcher>>);

@@ -17,7 +17,8 @@ using namespace asyncdispatch;
 // How many descriptors the selector holds, armed or not.
 inline int registeredDescriptors(const PDispatcher& p) {
   int n = 0;
-  for (const auto& key : p->selector.fds) n += key.fd != InvalidIdent ? 1 : 0;
+  for (const auto& key : p->selector.fds)
+    n += key.fd != InvalidIdent ? 1 : 0;
   return n;
 }
 

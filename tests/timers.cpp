@@ -1,3 +1,5 @@
+// sleepAsync and the timers heap: never early, deadline order with ties in creation order, and
+// how timers shape poll's wait.
 #include "support.hpp"
 
 #include <sys/socket.h>
