@@ -49,7 +49,8 @@ Future<int> client(int id, Port port, int messages) {
   std::cout << "client " << id << ": connected on fd " << fd << "\n";
   int echoed = 0;
   for (int i = 1; i <= messages; ++i) {
-    const std::string message = "message " + std::to_string(i) + " from client " + std::to_string(id);
+    const std::string message =
+        "message " + std::to_string(i) + " from client " + std::to_string(id);
     co_await send(fd, message);
     const std::string reply = co_await recvExactly(fd, static_cast<int>(message.size()));
     std::cout << "client " << id << ": got back \"" << reply << "\"\n";
@@ -84,13 +85,16 @@ int main() {
   asyncCheck(showDispatcher());
 
   std::vector<Future<int>> clients;
-  for (int id = 1; id <= kClients; ++id) clients.push_back(client(id, port, kMessages));
+  for (int id = 1; id <= kClients; ++id)
+    clients.push_back(client(id, port, kMessages));
   const std::vector<int> echoed = waitFor(all(clients));
   drain(1000); // let the server side notice the closes
 
   int total = 0;
-  for (int n : echoed) total += n;
-  std::cout << "\n" << total << " of " << kClients * kMessages << " messages echoed intact; "
+  for (int n : echoed)
+    total += n;
+  std::cout << "\n"
+            << total << " of " << kClients * kMessages << " messages echoed intact; "
             << (hasPendingOperations() ? "work still pending" : "nothing left pending") << "\n";
   return total == kClients * kMessages && !hasPendingOperations() ? 0 : 1;
 }

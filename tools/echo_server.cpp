@@ -1,5 +1,5 @@
-// An echo server that runs until killed: `build/bin/echo_server PORT`, then try `nc 127.0.0.1 PORT`.
-// Each connection is one coroutine that sends back whatever it receives.
+// An echo server that runs until killed: `build/bin/echo_server PORT`, then try `nc 127.0.0.1
+// PORT`. Each connection is one coroutine that sends back whatever it receives.
 #include <sys/socket.h>
 
 #include <cstdlib>

@@ -40,10 +40,10 @@ public:
   T& getData(SocketHandle fd);
   void dump(std::ostream& os) const;
 
-  int epollFD = -1;            // owned: closed by the destructor
-  epoll_event events[64];      // filled by epoll_wait; 64 as in Nim
+  int epollFD = -1;                // owned: closed by the destructor
+  epoll_event events[64];          // filled by epoll_wait; 64 as in Nim
   std::vector<SelectorKey<T>> fds; // indexed by descriptor; a free slot has fd == InvalidIdent
-  int count = 0;               // armed registrations: keys whose event set is not empty
+  int count = 0;                   // armed registrations: keys whose event set is not empty
 
 private:
   SelectorKey<T>& checkedKey(const char* op, SocketHandle fd);
