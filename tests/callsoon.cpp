@@ -13,12 +13,7 @@ using namespace testsupport;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using Log = std::vector<std::string>;
-
-double msSince(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
 
 // A callback that queues itself again every time it runs, until told to stop, or after `limit`
 // runs or 2 s, so a loop that drained the queue until empty ends (and fails) instead of hanging.

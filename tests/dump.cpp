@@ -73,16 +73,6 @@ std::string kernelHandle(const PDispatcher& p) {
 #endif
 }
 
-void settle(const FutureBase& fut, int ms = 5000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!fut.finished()) {
-    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
-                    "future " << std::string(fut.fromProc()) << " did not finish within " << ms
-                              << " ms");
-    poll(50);
-  }
-}
-
 } // namespace
 
 TEST_CASE("dumpDispatcher: prints the drawing's skeleton for an empty dispatcher") {

@@ -14,13 +14,7 @@ using namespace testsupport;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 constexpr const char* kNothingToDo = "No handles or timers registered in dispatcher.";
-
-double msSince(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
 
 // Fires every 10 ms for as long as it is left pending.
 struct Heartbeat {

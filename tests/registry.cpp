@@ -36,44 +36,6 @@ bool isOpen(int fd) {
   return fcntl(fd, F_GETFD) >= 0 || errno != EBADF;
 }
 
-std::string fdText(AsyncFD fd) {
-  return "fd " + std::to_string(static_cast<int>(fd));
-}
-
-// Polls until fut has finished, without reading it (waitWithin would rethrow a failure).
-void settle(const FutureBase& fut, int ms = 5000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!fut.finished()) {
-    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
-                    "future " << std::string(fut.fromProc()) << " did not finish within " << ms
-                              << " ms");
-    poll(50);
-  }
-}
-
-// The OSError a finished future failed with. Any other outcome fails the check and gives an
-// OSError with code 0, so the caller's checks fail too but its cleanup still runs.
-OSError osErrorOf(const FutureBase& fut) {
-  if (!fut.failed()) {
-    FAIL_CHECK("future " << std::string(fut.fromProc()) << " did not fail");
-    return OSError(0, "(the future did not fail)");
-  }
-  try {
-    std::rethrow_exception(fut.readError());
-  } catch (const OSError& e) {
-    return e;
-  } catch (const std::exception& e) {
-    FAIL_CHECK("not an OSError: " << std::string(e.what()));
-  }
-  return OSError(0, "(not an OSError)");
-}
-
-// Runs the queued callbacks (and anything else due) until nothing is pending.
-void runDry() {
-  for (int i = 0; i < 100 && hasPendingOperations(); ++i)
-    poll(10);
-}
-
 // The message of the ValueError that `call` throws, or a failed check.
 template <class F>
 std::string valueErrorOf(F&& call) {

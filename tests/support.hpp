@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <exception>
 #include <string>
 #include <utility>
 
@@ -42,17 +43,56 @@ inline void checkDispatcherEmpty() {
   p->callbacks.clear();
 }
 
-// waitFor with a deadline: a future that does not finish within `ms` fails the test instead of
-// hanging the suite.
-template <class T>
-T waitWithin(Future<T> fut, int ms = 5000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+using Clock = std::chrono::steady_clock;
+
+inline double msSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// "fd 7", as error messages name a descriptor.
+inline std::string fdText(AsyncFD fd) {
+  return "fd " + std::to_string(static_cast<int>(fd));
+}
+
+// Polls until fut has finished, without reading it; a future that does not finish within `ms`
+// fails the test instead of hanging the suite.
+inline void settle(const FutureBase& fut, int ms = 5000) {
+  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(ms);
   while (!fut.finished()) {
-    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
-                    "future " << fut.fromProc() << " did not finish within " << ms << " ms");
+    REQUIRE_MESSAGE(Clock::now() < deadline, "future " << std::string(fut.fromProc())
+                                                       << " did not finish within " << ms << " ms");
     poll(50);
   }
+}
+
+// waitFor with a deadline: settle, then read (a failure is rethrown).
+template <class T>
+T waitWithin(Future<T> fut, int ms = 5000) {
+  settle(fut, ms);
   return fut.read();
+}
+
+// The OSError a finished future failed with. Any other outcome fails the check and gives an
+// OSError with code 0, so the caller's checks fail too but its cleanup still runs.
+inline OSError osErrorOf(const FutureBase& fut) {
+  if (!fut.failed()) {
+    FAIL_CHECK("future " << std::string(fut.fromProc()) << " did not fail");
+    return OSError(0, "(the future did not fail)");
+  }
+  try {
+    std::rethrow_exception(fut.readError());
+  } catch (const OSError& e) {
+    return e;
+  } catch (const std::exception& e) {
+    FAIL_CHECK("not an OSError: " << std::string(e.what()));
+  }
+  return OSError(0, "(not an OSError)");
+}
+
+// Runs queued callbacks (a coroutine finishing one hop after its operation) until none is left.
+inline void runDry() {
+  for (int i = 0; i < 100 && hasPendingOperations(); ++i)
+    poll(10);
 }
 
 // A listening TCP socket on 127.0.0.1 with a port the kernel picked.

@@ -19,12 +19,6 @@ using namespace testsupport;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double msSince(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
 // Records the id of each timer future as its callback runs, i.e. the order the timers fired in.
 void recordFiring(const Future<void>& timer, std::vector<std::uint64_t>& fired) {
   timer.addCallback([&fired](Future<void> f) { fired.push_back(f.id()); });
