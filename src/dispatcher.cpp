@@ -22,6 +22,12 @@ using Clock = std::chrono::steady_clock;
 // the loop from ever reaching selectInto and the timers again (Nim's drain-until-empty hangs).
 constexpr std::size_t kExtraCallbacksPerPass = 1024;
 
+// How many operations may complete synchronously per callback phase (see takeSynchronousTurn).
+// Above the 64 events one selectInto reports, so an echo server's sends never have to wait,
+// yet small enough that a sender that never blocks yields to the loop every few hundred sends.
+constexpr int kSynchronousTurnsPerPass = 256;
+thread_local int synchronousTurns = kSynchronousTurnsPerPass;
+
 // The thread's global dispatcher. The holder's destructor runs at thread exit; from then on a
 // callback queued by a destructor (a coroutine frame being torn down) is dropped, not queued on
 // a dispatcher that is going away.
@@ -92,7 +98,14 @@ void processTimers(DispatcherBase& p) {
   }
 }
 
+bool takeSynchronousTurn() noexcept {
+  if (synchronousTurns == 0) return false;
+  --synchronousTurns;
+  return true;
+}
+
 void processPendingCallbacks(DispatcherBase& p) {
+  synchronousTurns = kSynchronousTurnsPerPass;
   std::size_t budget = p.callbacks.size() + kExtraCallbacksPerPass;
   while (budget-- > 0 && !p.callbacks.empty()) {
     // Taken off the queue before it runs: if it throws, the exception leaves poll and the rest

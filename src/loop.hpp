@@ -20,6 +20,11 @@ void processTimers(DispatcherBase& p);
 // Phase 5: run the callSoon queue (bounded: see dispatcher.cpp).
 void processPendingCallbacks(DispatcherBase& p);
 
+// An operation may complete synchronously (without waiting for readiness) only while this returns
+// true: each callback phase allows kSynchronousTurnsPerPass of them, so a coroutine whose every
+// operation completes at once still yields to the loop (the fairness guard of optimistic I/O).
+bool takeSynchronousTurn() noexcept;
+
 // "recv(fd 7)": how errors name the operation and the descriptor.
 std::string where(const char* op, AsyncFD fd);
 

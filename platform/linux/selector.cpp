@@ -52,46 +52,52 @@ Selector<T>::~Selector() {
 template <class T>
 void Selector<T>::registerHandle(SocketHandle fd, EventSet events, T data) {
   if (fd < 0) throw ValueError(where("registerHandle", fd) + ": not a descriptor");
-  if (static_cast<std::size_t>(fd) >= fds.size())
-    fds.resize(std::max<std::size_t>({static_cast<std::size_t>(fd) + 1, fds.size() * 2, 1024}));
+  if (static_cast<std::size_t>(fd) >= fds.size()) {
+    const std::size_t size =
+        std::max<std::size_t>({static_cast<std::size_t>(fd) + 1, fds.size() * 2, 1024});
+    fds.resize(size);
+    armed.resize(size, 0);
+  }
   SelectorKey<T>& key = fds[fd];
   if (key.fd != InvalidIdent)
     throw ValueError(where("registerHandle", fd) + ": descriptor already registered");
-  if (!events.empty()) {
-    control(epollFD, EPOLL_CTL_ADD, fd, toEpollEvents(events), "registerHandle");
-    ++count;
-  }
   key.fd = fd;
-  key.events = events;
   key.data = std::move(data);
+  updateHandle(fd, events);
 }
 
 template <class T>
 void Selector<T>::updateHandle(SocketHandle fd, EventSet events) {
   SelectorKey<T>& key = checkedKey("updateHandle", fd);
-  if (key.events == events) return;
-  if (key.events.empty()) {
-    control(epollFD, EPOLL_CTL_ADD, fd, toEpollEvents(events), "updateHandle");
-    ++count;
-  } else if (events.empty()) {
-    control(epollFD, EPOLL_CTL_DEL, fd, 0, "updateHandle");
-    --count;
-  } else {
-    control(epollFD, EPOLL_CTL_MOD, fd, toEpollEvents(events), "updateHandle");
+  const std::uint32_t wanted = toEpollEvents(events);
+  // Widen the kernel's interest at once. Narrow it at once only for Write, which a socket almost
+  // always is and would report at every wait; a Read nobody waits for stays armed until an
+  // unwanted event shows up (selectInto), so a connection that reads, then reads again, costs
+  // no epoll_ctl at all.
+  const std::uint32_t keep = (armed[fd] & EPOLLIN) | wanted;
+  if (keep != armed[fd]) {
+    if (keep == 0) {
+      control(epollFD, EPOLL_CTL_DEL, fd, 0, "updateHandle");
+    } else {
+      control(epollFD, armed[fd] == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, keep, "updateHandle");
+    }
+    armed[fd] = keep;
   }
+  count += (events.empty() ? 0 : 1) - (key.events.empty() ? 0 : 1);
   key.events = events;
 }
 
 template <class T>
 void Selector<T>::unregister(SocketHandle fd) {
   SelectorKey<T>& key = checkedKey("unregister", fd);
-  if (!key.events.empty()) {
+  if (armed[fd] != 0) {
     // A descriptor closed behind our back has already left the epoll set (EBADF, ENOENT).
     epoll_event ev{};
     if (epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, &ev) != 0 && errno != EBADF && errno != ENOENT)
       throw OSError(errno, where("unregister", fd));
-    --count;
+    armed[fd] = 0;
   }
+  if (!key.events.empty()) --count;
   key = SelectorKey<T>{};
 }
 
@@ -103,20 +109,30 @@ int Selector<T>::selectInto(int timeout, std::span<ReadyKey> results) {
     if (errno == EINTR) return 0;
     throw OSError(errno, "selectInto: epoll_wait");
   }
+  int ready = 0;
   for (int i = 0; i < n; ++i) {
+    const int fd = events[i].data.fd;
     const std::uint32_t mask = events[i].events;
-    ReadyKey& rk = results[i];
-    rk = ReadyKey{events[i].data.fd, {}, 0};
-    if ((mask & (EPOLLERR | EPOLLHUP)) != 0) {
+    const EventSet wanted = fds[fd].events;
+    ReadyKey rk{fd, {}, 0};
+    if ((mask & EPOLLIN) != 0 && wanted.contains(Event::Read)) rk.events.incl(Event::Read);
+    if ((mask & EPOLLOUT) != 0 && wanted.contains(Event::Write)) rk.events.incl(Event::Write);
+    if ((mask & (EPOLLERR | EPOLLHUP)) != 0 && !wanted.empty()) {
       // SO_ERROR is not read here: reading it clears it, and the operation that runs next
       // (connect, recv, send) must see the error itself. A hang-up reads as a reset.
       rk.events.incl(Event::Error);
       rk.errorCode = (mask & EPOLLHUP) != 0 ? ECONNRESET : 0;
     }
-    if ((mask & EPOLLIN) != 0) rk.events.incl(Event::Read);
-    if ((mask & EPOLLOUT) != 0) rk.events.incl(Event::Write);
+    // The kernel reported something nobody waits for any more: now narrow its interest.
+    const std::uint32_t narrowed = toEpollEvents(wanted);
+    if ((mask & ~narrowed & (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0 &&
+        armed[fd] != narrowed) {
+      control(epollFD, narrowed == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD, fd, narrowed, "selectInto");
+      armed[fd] = narrowed;
+    }
+    if (!rk.events.empty()) results[ready++] = rk;
   }
-  return n;
+  return ready;
 }
 
 template <class T>

@@ -12,10 +12,17 @@
 //  4. epoll_wait takes whole milliseconds; the portable loop rounds its timeout up before calling,
 //     so a timer is never woken early.
 //  5. epoll_wait fails with EINTR when a signal arrives; that is zero events, not an error.
+//  6. epoll_ctl is a system call, and changing interest for every operation costs up to four of
+//     them per request and response (what Nim's selector does). So the kernel's interest
+//     (`armed`) is widened at once, but Read is narrowed lazily: only when selectInto sees data
+//     nobody waits for any more (updateHandle, selectInto). Write is narrowed at once, since a
+//     socket is nearly always writable. `count` and the keys' events keep Nim's meaning: what
+//     the callbacks wait for.
 #pragma once
 
 #include <sys/epoll.h>
 
+#include <cstdint>
 #include <ostream>
 #include <span>
 #include <vector>
@@ -47,6 +54,8 @@ public:
 
 private:
   SelectorKey<T>& checkedKey(const char* op, SocketHandle fd);
+
+  std::vector<std::uint32_t> armed; // per fd, the interest the kernel holds (see 6 above)
 };
 
 extern template class Selector<PData>;

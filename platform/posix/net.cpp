@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include "../../src/loop.hpp"
 
@@ -96,7 +97,7 @@ int recvFlags(SocketFlags flags) {
 }
 
 void checkRegistered(const char* op, AsyncFD fd) {
-  if (!contains(getGlobalDispatcher(), fd))
+  if (!detail::currentDispatcher().selector.contains(handle(fd)))
     throw ValueError(where(op, fd) + ": File descriptor not registered.");
 }
 
@@ -162,6 +163,17 @@ int openSocket(int domain, int sockType, int protocol, bool inheritable) {
   }
   return fd;
 #endif
+}
+
+// Where recv reads before it knows how much arrived: one buffer per thread. Allocating `size`
+// bytes for every recv and freeing them (a string of 16 KiB that holds 64 bytes) costs more, and
+// makes glibc grow and trim its heap with brk about once every five messages.
+constexpr int kScratchSize = 64 * 1024;
+char* scratchBuffer(int size) {
+  thread_local std::unique_ptr<char[]> scratch;
+  if (size > kScratchSize) return nullptr;
+  if (!scratch) scratch = std::make_unique<char[]>(kScratchSize);
+  return scratch.get();
 }
 
 // One descriptor per thread held in reserve for acceptAddr. When accept fails with EMFILE, the
@@ -254,6 +266,21 @@ bool sendSome(const Future<void>& fut, AsyncFD fd, const char* data, int size, i
   return true;
 }
 
+// Beyond Nim, a send first tries to write at once (the socket nearly always has room), unless
+// another send is already waiting on fd (bytes must leave in order) or this pass has used up its
+// synchronous completions (so a coroutine that sends in a loop cannot starve the others). True
+// when the future is finished; false when the rest must wait for writability.
+bool sendNow(const Future<void>& fut, AsyncFD fd, const char* data, int size, int& written,
+             SocketFlags flags) {
+  if (size == 0) {
+    fut.complete();
+    return true;
+  }
+  if (!detail::currentDispatcher().selector.getData(handle(fd)).writeCBs.empty()) return false;
+  if (!detail::takeSynchronousTurn()) return false;
+  return sendSome(fut, fd, data, size, written, flags);
+}
+
 Future<std::string> readLine(AsyncFD socket) {
   std::string line;
   for (;;) {
@@ -309,8 +336,15 @@ Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
   Future<std::string> retFuture = newFuture<std::string>("recv");
   addRead(socket, [retFuture, size, flags](AsyncFD fd) {
     if (failIfAbandoned(retFuture, "recv", fd)) return true;
-    std::string data(static_cast<std::size_t>(size), '\0'); // taken now, not while waiting
-    const ssize_t n = ::recv(handle(fd), data.data(), data.size(), recvFlags(flags));
+    // The buffer is taken now, not while waiting: the thread's scratch buffer, so that the
+    // string made from it is exactly as long as what arrived.
+    std::string data;
+    char* buf = scratchBuffer(size);
+    if (buf == nullptr) {
+      data.resize(static_cast<std::size_t>(size));
+      buf = data.data();
+    }
+    const ssize_t n = ::recv(handle(fd), buf, static_cast<std::size_t>(size), recvFlags(flags));
     if (n < 0) {
       const int err = errno;
       if (isRetry(err)) return false;
@@ -321,7 +355,11 @@ Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
       }
       return true;
     }
-    data.resize(static_cast<std::size_t>(n));
+    if (data.empty()) {
+      data.assign(buf, static_cast<std::size_t>(n));
+    } else {
+      data.resize(static_cast<std::size_t>(n));
+    }
     retFuture.complete(std::move(data));
     return true;
   });
@@ -357,12 +395,10 @@ Future<void> send(AsyncFD socket, const void* buf, int size, SocketFlags flags) 
   if (size < 0) throw ValueError(where("send", socket) + ": size must not be negative");
   if (buf == nullptr && size > 0) throw ValueError(where("send", socket) + ": buffer is null");
   Future<void> retFuture = newFuture<void>("send");
-  if (size == 0) {
-    retFuture.complete();
-    return retFuture;
-  }
   const char* data = static_cast<const char*>(buf);
-  addWrite(socket, [retFuture, data, size, flags, written = 0](AsyncFD fd) mutable {
+  int written = 0;
+  if (sendNow(retFuture, socket, data, size, written, flags)) return retFuture;
+  addWrite(socket, [retFuture, data, size, flags, written](AsyncFD fd) mutable {
     return sendSome(retFuture, fd, data, size, written, flags);
   });
   return retFuture;
@@ -371,12 +407,11 @@ Future<void> send(AsyncFD socket, const void* buf, int size, SocketFlags flags) 
 Future<void> send(AsyncFD socket, std::string data, SocketFlags flags) {
   checkRegistered("send", socket);
   Future<void> retFuture = newFuture<void>("send");
-  if (data.empty()) {
-    retFuture.complete();
-    return retFuture;
-  }
-  // The string moves into the callback, which keeps it until the last byte is out.
-  addWrite(socket, [retFuture, data = std::move(data), flags, written = 0](AsyncFD fd) mutable {
+  const int size = static_cast<int>(data.size());
+  int written = 0;
+  if (sendNow(retFuture, socket, data.data(), size, written, flags)) return retFuture;
+  // What is left moves into the callback, which keeps the string until the last byte is out.
+  addWrite(socket, [retFuture, data = std::move(data), flags, written](AsyncFD fd) mutable {
     return sendSome(retFuture, fd, data.data(), static_cast<int>(data.size()), written, flags);
   });
   return retFuture;
