@@ -27,9 +27,7 @@ void FutureStateBase::checkNotFinished() const {
 void FutureStateBase::finish() {
   finished = true;
   // Callbacks never run here: each is queued on the dispatcher, in the order it was added.
-  for (UniqueFunction<void()>& cb : callbacks)
-    enqueueCallback(std::move(cb));
-  callbacks.clear();
+  callbacks.takeAll([](UniqueFunction<void()>&& cb) { enqueueCallback(std::move(cb)); });
 }
 
 void FutureStateBase::fail(std::exception_ptr e) {
@@ -43,7 +41,7 @@ void FutureStateBase::addCallback(UniqueFunction<void()> cb) {
   if (finished) {
     enqueueCallback(std::move(cb));
   } else {
-    callbacks.push_back(std::move(cb));
+    callbacks.push(std::move(cb));
   }
 }
 

@@ -21,6 +21,7 @@
 
 #include "errors.hpp"
 #include "function.hpp"
+#include "recycler.hpp"
 
 namespace asyncdispatch {
 
@@ -35,8 +36,44 @@ void enqueueCallback(UniqueFunction<void()> cb);
 // Nim's "Future ID": numbers futures in creation order, per thread.
 std::uint64_t nextFutureId() noexcept;
 
-// The part of a future's state that does not depend on T.
+// A future's callbacks, in the order they were added. Nearly every future has exactly one (the
+// coroutine that awaits it), so the first is kept inline and only a second one allocates.
+class CallbackList {
+public:
+  bool empty() const noexcept { return !first_; }
+  void push(UniqueFunction<void()> cb) {
+    if (!first_) {
+      first_ = std::move(cb);
+    } else {
+      rest_.push_back(std::move(cb));
+    }
+  }
+  void clear() noexcept {
+    first_.reset();
+    rest_.clear();
+  }
+  // Hands every callback, in order, to `take`, and leaves the list empty.
+  template <class F>
+  void takeAll(F&& take) {
+    if (!first_) return;
+    take(std::move(first_));
+    first_.reset();
+    for (UniqueFunction<void()>& cb : rest_)
+      take(std::move(cb));
+    rest_.clear();
+  }
+
+private:
+  UniqueFunction<void()> first_;
+  std::vector<UniqueFunction<void()>> rest_;
+};
+
+// The part of a future's state that does not depend on T. Its memory comes from the thread's
+// recycler (recycler.hpp).
 struct FutureStateBase {
+  static void* operator new(std::size_t size) { return allocateBlock(size); }
+  static void operator delete(void* block, std::size_t size) noexcept { freeBlock(block, size); }
+
   explicit FutureStateBase(const char* from) noexcept : fromProc(from), id(nextFutureId()) {}
   FutureStateBase(const FutureStateBase&) = delete;
   FutureStateBase& operator=(const FutureStateBase&) = delete;
@@ -57,7 +94,7 @@ struct FutureStateBase {
   const char* fromProc;
   std::uint64_t id;
   std::exception_ptr error;
-  std::vector<UniqueFunction<void()>> callbacks;
+  CallbackList callbacks;
 };
 
 template <class T>
@@ -247,7 +284,7 @@ public:
       detail::FutureState<T>* s;
       bool await_ready() const noexcept { return s->finished; }
       void await_suspend(std::coroutine_handle<> h) const {
-        s->callbacks.emplace_back(detail::ResumeCoroutine(h));
+        s->callbacks.push(detail::ResumeCoroutine(h));
       }
       T await_resume() const { return readState(*s); }
     };
@@ -312,6 +349,10 @@ struct CoroutineName {
 // at once (initial_suspend never suspends) and the frame frees itself when the body ends.
 template <class T>
 struct PromiseBase {
+  // Coroutine frames come from the thread's recycler too.
+  static void* operator new(std::size_t size) { return allocateBlock(size); }
+  static void operator delete(void* frame, std::size_t size) noexcept { freeBlock(frame, size); }
+
   explicit PromiseBase(CoroutineName name) : future(newFuture<T>(name.value)) {}
 
   Future<T> future;
