@@ -1,7 +1,7 @@
 // A move-only callable, the type behind every stored callback: future callbacks, the callSoon
 // queue and the per-fd readCBs/writeCBs. std::function would do, but it must be copyable (so a
-// callback could not own a coroutine or a unique_ptr) and it allocates for captures above two
-// pointers; this one keeps captures of up to kInlineSize bytes inside itself.
+// callback could not own a coroutine or a unique_ptr) and it is 32 bytes that hold only two
+// pointers of captures; this one is 32 bytes that hold three.
 #pragma once
 
 #include <cstddef>
@@ -17,8 +17,10 @@ class UniqueFunction;
 template <class R, class... Args>
 class UniqueFunction<R(Args...)> {
 public:
-  // Room for a lambda that captures a future, a coroutine handle and a few scalars.
-  static constexpr std::size_t kInlineSize = 48;
+  // Room for a lambda that captures a future and two more words: every callback the library
+  // makes for an operation that waits, and a suspended coroutine's continuation. Larger
+  // captures go to the heap; every byte here is paid by each future and each waiting operation.
+  static constexpr std::size_t kInlineSize = 3 * sizeof(void*);
 
   UniqueFunction() noexcept = default;
   UniqueFunction(std::nullptr_t) noexcept {}
@@ -99,7 +101,7 @@ private:
       [](void* to, void* from) noexcept { ::new (to) Fn*(*std::launder(static_cast<Fn**>(from))); },
       [](void* s) noexcept { delete *std::launder(static_cast<Fn**>(s)); }};
 
-  alignas(std::max_align_t) unsigned char storage_[kInlineSize];
+  alignas(void*) unsigned char storage_[kInlineSize];
   const Ops* ops_ = nullptr;
 };
 

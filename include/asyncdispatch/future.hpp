@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -45,12 +46,13 @@ public:
     if (!first_) {
       first_ = std::move(cb);
     } else {
-      rest_.push_back(std::move(cb));
+      if (!rest_) rest_ = std::make_unique<std::vector<UniqueFunction<void()>>>();
+      rest_->push_back(std::move(cb));
     }
   }
   void clear() noexcept {
     first_.reset();
-    rest_.clear();
+    rest_.reset();
   }
   // Hands every callback, in order, to `take`, and leaves the list empty.
   template <class F>
@@ -58,14 +60,15 @@ public:
     if (!first_) return;
     take(std::move(first_));
     first_.reset();
-    for (UniqueFunction<void()>& cb : rest_)
+    if (!rest_) return;
+    std::unique_ptr<std::vector<UniqueFunction<void()>>> rest = std::move(rest_);
+    for (UniqueFunction<void()>& cb : *rest)
       take(std::move(cb));
-    rest_.clear();
   }
 
 private:
   UniqueFunction<void()> first_;
-  std::vector<UniqueFunction<void()>> rest_;
+  std::unique_ptr<std::vector<UniqueFunction<void()>>> rest_; // one pointer while unused
 };
 
 // The part of a future's state that does not depend on T. Its memory comes from the thread's
