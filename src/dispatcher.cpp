@@ -43,17 +43,50 @@ struct GlobalDispatcher {
 };
 thread_local GlobalDispatcher global;
 
-// Heap order for `timers`: the earliest finishAt on top, ties by creation order (future id).
-bool firesLater(const TimerEntry& a, const TimerEntry& b) {
-  if (a.finishAt != b.finishAt) return a.finishAt > b.finishAt;
-  return a.fut.id() > b.fut.id();
+// The order of `timers`: the earliest finishAt first, ties by creation order (the future's id).
+bool firesBefore(const TimerEntry& a, const TimerEntry& b) {
+  if (a.finishAt != b.finishAt) return a.finishAt < b.finishAt;
+  return a.fut.id() < b.fut.id();
+}
+
+// `timers` is a 4-ary min-heap: the children of entry i are 4i+1 to 4i+4, 64 contiguous bytes.
+// Half the levels of a binary heap, each read from one or two cache lines: with a million
+// timers, a binary heap's pops spend most of their time waiting for memory.
+constexpr std::size_t kArity = 4;
+
+void siftUp(std::vector<TimerEntry>& heap, std::size_t i) {
+  TimerEntry moving = std::move(heap[i]);
+  while (i > 0) {
+    const std::size_t parent = (i - 1) / kArity;
+    if (!firesBefore(moving, heap[parent])) break;
+    heap[i] = std::move(heap[parent]);
+    i = parent;
+  }
+  heap[i] = std::move(moving);
+}
+
+void siftDown(std::vector<TimerEntry>& heap, std::size_t i) {
+  TimerEntry moving = std::move(heap[i]);
+  const std::size_t n = heap.size();
+  for (;;) {
+    const std::size_t first = kArity * i + 1;
+    if (first >= n) break;
+    std::size_t earliest = first;
+    for (std::size_t c = first + 1; c < std::min(first + kArity, n); ++c) {
+      if (firesBefore(heap[c], heap[earliest])) earliest = c;
+    }
+    if (!firesBefore(heap[earliest], moving)) break;
+    heap[i] = std::move(heap[earliest]);
+    i = earliest;
+  }
+  heap[i] = std::move(moving);
 }
 
 Future<void> addSleep(Clock::duration delay) {
   Future<void> fut = newFuture<void>("sleepAsync");
   std::vector<TimerEntry>& timers = detail::currentDispatcher().timers;
   timers.push_back(TimerEntry{Clock::now() + delay, fut});
-  std::push_heap(timers.begin(), timers.end(), firesLater);
+  siftUp(timers, timers.size() - 1);
   return fut;
 }
 
@@ -89,11 +122,13 @@ int adjustTimeout(const DispatcherBase& p, int timeout) {
 }
 
 void processTimers(DispatcherBase& p) {
+  if (p.timers.empty()) return;
   const Clock::time_point now = Clock::now();
   while (!p.timers.empty() && p.timers.front().finishAt <= now) {
-    std::pop_heap(p.timers.begin(), p.timers.end(), firesLater);
-    Future<void> fut = std::move(p.timers.back().fut);
+    Future<void> fut = std::move(p.timers.front().fut);
+    p.timers.front() = std::move(p.timers.back());
     p.timers.pop_back();
+    if (!p.timers.empty()) siftDown(p.timers, 0);
     if (!fut.finished()) fut.complete(); // only queues its callbacks; nothing runs here
   }
 }

@@ -29,8 +29,9 @@ struct DispatcherBase {
   // Not in Nim's drawing: the coroutines suspended on this dispatcher, destroyed with it.
   // Declared first so that it is destroyed last, after everything that might resume them.
   detail::SuspendedList suspended;
-  // A binary min-heap ordered by finishAt, ties broken by the future's id, that is by creation
-  // order: two timers due at the same instant fire in the order they were made.
+  // A 4-ary min-heap (see dispatcher.cpp) ordered by finishAt, ties broken by the future's id,
+  // that is by creation order: two timers due at the same instant fire in the order they were
+  // made.
   std::vector<TimerEntry> timers;
   // The callSoon queue: future callbacks and callSoon'd functions, run in FIFO order by poll.
   std::deque<detail::UniqueFunction<void()>> callbacks;

@@ -200,8 +200,17 @@ public:
     if (state_) ++state_->refs;
   }
   FutureBase(FutureBase&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
-  FutureBase& operator=(FutureBase other) noexcept {
-    std::swap(state_, other.state_);
+  FutureBase& operator=(const FutureBase& other) noexcept {
+    if (other.state_) ++other.state_->refs;
+    release();
+    state_ = other.state_;
+    return *this;
+  }
+  FutureBase& operator=(FutureBase&& other) noexcept {
+    if (this != &other) {
+      release();
+      state_ = std::exchange(other.state_, nullptr);
+    }
     return *this;
   }
   ~FutureBase() { release(); }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -195,8 +196,8 @@ void poll(int timeout) {
   // 1. How long the kernel may block: not at all when callbacks are queued or a timer is due.
   const int wait = detail::adjustTimeout(p, timeout);
 
-  // 2. Wait for readiness.
-  ReadyKey keys[64];
+  // 2. Wait for readiness (into an array made once per thread, not 64 keys built per pass).
+  thread_local std::array<ReadyKey, 64> keys;
   const int ready = p.selector.selectInto(wait, keys);
 
   // 3. Run the callbacks of each ready descriptor (they complete futures: callbacks get queued).
