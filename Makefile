@@ -6,6 +6,10 @@
 #   make check        everything CI runs: tests, tests under ASan+UBSan, tests built with clang,
 #                     each public header compiled alone, the stub backend compiled, formatting
 #   make format       clang-format every source file
+#   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
+#                     epoll floor (installs the Debian peers when root; ~11 min); writes
+#                     build/bench/results.md, results.json and cpu_per_rt.svg
+#   make bench-quick  the same, one case and short runs (~2 min)
 #
 # BACKEND=epoll|stub picks the backend (default: the host's; another one builds into
 # build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
@@ -42,7 +46,8 @@ TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server
 HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
 DOCTEST  := /usr/include/doctest/doctest.h
 
-.PHONY: all run test test-run asan clang headers stub check format format-check clean
+.PHONY: all run test test-run asan clang headers stub check format format-check clean \
+        bench bench-quick bench-peers bench-bins
 .DEFAULT_GOAL := all
 
 all: $(LIB) $(TOOLS)
@@ -118,4 +123,21 @@ format-check:
 clean:
 	rm -rf build
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+# The benchmarks live in tools/bench/; each *.mk there adds its programs to BENCH_BINS. They
+# are never part of `make check`: the peers they compare against are not the library's deps.
+BENCH_BINS :=
+include $(wildcard tools/bench/*.mk)
+
+# The peers are installed first, then a fresh make (which sees them) builds the programs.
+bench-peers:
+	@if [ -f tools/bench/install-peers.sh ]; then bash tools/bench/install-peers.sh; fi
+	$(MAKE) bench-bins
+bench-bins: all $(BENCH_BINS)
+
+bench: bench-peers
+	python3 tools/bench/run.py
+
+bench-quick: bench-peers
+	python3 tools/bench/run.py --quick
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null) $(wildcard build/bench/*.d)

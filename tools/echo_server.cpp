@@ -1,5 +1,7 @@
 // An echo server that runs until killed: `build/bin/echo_server PORT`, then try `nc 127.0.0.1
 // PORT`. Each connection is one coroutine that sends back whatever it receives.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cstdlib>
@@ -24,6 +26,7 @@ Future<void> echo(AsyncFD client) {
 Future<void> serve(AsyncFD server) {
   for (;;) {
     AsyncFD client = co_await accept(server);
+    setSockOptInt(client, IPPROTO_TCP, TCP_NODELAY, 1); // answer without Nagle's delay
     asyncCheck(echo(client));
   }
 }
@@ -44,7 +47,7 @@ int main(int argc, char** argv) {
   setSockOptInt(server, SOL_SOCKET, SO_REUSEADDR, 1);
   bindAddr(server, Port(port), "127.0.0.1");
   listen(server);
-  std::cout << "echo_server: listening on 127.0.0.1:" << port << std::endl;
+  std::cerr << "echo_server: listening on 127.0.0.1:" << port << std::endl;
   asyncCheck(serve(server));
   runForever();
 }

@@ -1,0 +1,153 @@
+// The micro-benchmarks of tools/bench/micro/asyncdispatch.cpp, written the asio way (standalone
+// asio, C++20 coroutines, one io_context run by one thread), under the same names.
+//
+// Without std::aligned_alloc asio takes its coroutine frames and handlers from ::operator new,
+// so the counting operator new below sees every allocation asio makes.
+#define ASIO_DISABLE_STD_ALIGNED_ALLOC 1
+// asio 1.22 turns C++20 coroutines on only for g++ and MSVC; clang (CXX=clang++) has them too.
+#define ASIO_HAS_CO_AWAIT 1
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include <asio.hpp>
+
+namespace {
+
+thread_local long allocations = 0;
+
+bool quick = false;
+
+void report(const char* name, double value, const char* unit) {
+  std::printf("BENCH {\"bench\":\"micro\",\"impl\":\"asio\",\"name\":\"%s\",\"value\":%.2f,"
+              "\"unit\":\"%s\"}\n",
+              name, value, unit);
+  std::fflush(stdout);
+}
+
+// Finds the n for which `run(n)` (n operations) lasts about the time box, then reports the best
+// of five runs at that n, in ns per operation.
+template <class Run>
+void measure(const char* name, Run run) {
+  using Clock = std::chrono::steady_clock;
+  const double box = quick ? 20e6 : 300e6; // ns
+  auto timed = [&](long n) {
+    const auto start = Clock::now();
+    run(n);
+    return std::chrono::duration<double, std::nano>(Clock::now() - start).count();
+  };
+  long n = 1000;
+  double ns = 0;
+  while ((ns = timed(n)) < box / 10)
+    n *= 4;
+  n = static_cast<long>(n * box / ns);
+  double best = 1e300;
+  for (int i = 0; i < 5; ++i)
+    best = std::min(best, timed(n) / n);
+  report(name, best, "ns");
+}
+
+// Concurrency hint 1: asio's single-threaded mode, where posting from the running thread takes
+// the thread-private queue.
+asio::io_context ctx{1};
+long sink = 0;
+
+asio::awaitable<int> immediate(int v) {
+  co_return v;
+}
+
+asio::awaitable<void> awaitImmediate(long n) {
+  long sum = 0;
+  for (long i = 0; i < n; ++i)
+    sum += co_await immediate(static_cast<int>(i));
+  sink += sum;
+}
+
+// Runs the coroutine to its end; a finished io_context must be restarted before it runs again.
+void spawnAndRun(asio::awaitable<void> coroutine) {
+  asio::co_spawn(ctx, std::move(coroutine), asio::detached);
+  ctx.run();
+  ctx.restart();
+}
+
+// run_one() is the pass that matches one poll(0) of asyncdispatch and Nim: it asks epoll once and
+// runs the handler (poll() asks epoll twice, before and after the handler). The work guard keeps
+// the io_context from stopping each time its queue empties; letting it go stops the io_context,
+// which is then restarted for the next benchmark.
+void postOneByOne(long n) {
+  auto guard = asio::make_work_guard(ctx);
+  long ran = 0;
+  for (long i = 0; i < n; ++i) {
+    asio::post(ctx, [&ran] { ++ran; });
+    ctx.run_one();
+  }
+  guard.reset();
+  ctx.restart();
+  sink += ran;
+}
+
+void postBatch(long n) {
+  constexpr long kBatch = 1000;
+  long ran = 0;
+  for (long done = 0; done < n; done += kBatch) {
+    for (long i = 0; i < kBatch; ++i)
+      asio::post(ctx, [&ran] { ++ran; });
+    ctx.run();
+    ctx.restart();
+  }
+  sink += ran;
+}
+
+// Trips to the global operator new per operation: those of run(n + 1) minus those of run(1), over
+// n. Taking the difference leaves out the warm-up and the co_spawn that hosts the loop (six
+// allocations each time); memory asio recycles from its per-thread caches does not count.
+template <class Run>
+void countAllocations(const char* name, Run run) {
+  constexpr long kOps = 1000;
+  auto count = [&](long n) {
+    const long before = allocations;
+    run(n);
+    return allocations - before;
+  };
+  count(1); // fills asio's per-thread caches of recycled memory
+  const long one = count(1);
+  report(name, static_cast<double>(count(kOps + 1) - one) / kOps, "allocs");
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+
+  measure("co_await immediate coroutine", [](long n) { spawnAndRun(awaitImmediate(n)); });
+  // Until a timer or a socket exists, the io_context has no reactor and never enters the kernel;
+  // this figure has no counterpart in the other loops, which always ask epoll.
+  measure("callSoon round trip without a reactor", postOneByOne);
+  // Making a timer brings in the epoll reactor for good, as any program with I/O has it: from now
+  // on a pass also runs epoll_wait, as asyncdispatch's and Nim's do.
+  asio::steady_timer timer(ctx);
+  measure("callSoon round trip", postOneByOne);
+  measure("callSoon batch", postBatch);
+  countAllocations("allocations per coroutine call",
+                   [](long n) { spawnAndRun(awaitImmediate(n)); });
+
+  std::fprintf(stderr, "micro_asio: checksum %ld\n", sink);
+}
+
+// Counting replacements of the global allocation functions (the array and nothrow forms of
+// libstdc++ call these).
+void* operator new(std::size_t size) {
+  ++allocations;
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}

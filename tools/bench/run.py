@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""Runs the benchmark suite (`make bench`, `make bench-quick`) and writes build/bench/results.*.
+
+The echo servers are measured side by side: each case runs every server in turn, the order
+rotated each repetition so that drift on the machine hits all of them alike. The server is
+pinned to CPU 0 and the load generator to CPU 1; the server's CPU time is read from /proc
+exactly around the load generator's measured window. Then every other bench program found in
+build/bench/ runs and its `BENCH {json}` lines are collected into tables.
+"""
+import argparse
+import datetime
+import itertools
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+OUT = "build/bench"
+LOADGEN = f"{OUT}/loadgen"
+SERVERS = {"floor": f"{OUT}/server_floor", "asyncdispatch": "build/bin/echo_server"}
+SERVERS.update({n: f"{OUT}/server_{n}" for n in ("libuv", "libev", "libevent", "asio", "nim")})
+PROGRAM_PREFIXES = ("micro_", "timers_", "idle_")
+PEER_PACKAGES = ("libuv1-dev", "libev-dev", "libevent-dev", "libasio-dev", "nim")
+
+FULL = dict(cases=[(c, s) for c in (1, 50, 1000) for s in (64, 16384)], reps=3, warmup=1.0,
+            duration=3.0, trace_warmup=0.5, trace_duration=1.5, budget=13 * 60, program_cap=120)
+QUICK = dict(cases=[(50, 64)], reps=1, warmup=0.5, duration=1.5, trace_warmup=0.5,
+             trace_duration=1.5, budget=100, program_cap=30)
+
+notes = []
+ports = itertools.count(20000 + os.getpid() % 50 * 200)
+
+
+def note(text):
+    """Remarks end up both on the terminal now and in results.md later."""
+    print(f"note: {text}", flush=True)
+    notes.append(text)
+
+
+def fresh_port():
+    """A port nobody holds, not even in TIME_WAIT, so no run sees the previous one's sockets."""
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+class Lines:
+    """Reads a child's stdout line by line with a deadline, so a stuck child cannot hang us."""
+
+    def __init__(self, proc):
+        self.fd, self.buf = proc.stdout.fileno(), b""
+
+    def next(self, deadline):
+        """The next line, or None at end of file or when the deadline passes."""
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+
+def stop(proc, sig=signal.SIGTERM, wait=3):
+    """Ends a child for sure: politely first, then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cpu_seconds(pid):
+    """utime+stime of a process; the fields after the last ')' dodge spaces in its name."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_strace(path):
+    """Total calls and epoll_ctl calls from `strace -c`; columns are sliced by the dashes."""
+    total = epoll_ctl = None
+    spans = None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("------"):
+                spans = [m.span() for m in re.finditer(r"-+", line)]
+                continue
+            if not spans or len(spans) < 6:
+                continue
+            calls, name = line[slice(*spans[3])].strip(), line[spans[5][0]:].strip()
+            if not calls.isdigit():
+                continue
+            if name == "total":
+                total = int(calls)
+            elif name == "epoll_ctl":
+                epoll_ctl = int(calls)
+    return total, epoll_ctl or 0
+
+
+def run_echo(server, conns, size, warmup, duration, pin, trace=False):
+    """One server under one load; returns the load generator's figures plus the server's CPU."""
+    port = fresh_port()
+    result = dict(server=server, connections=conns, size=size, traced=trace, errors=0)
+    log = open(f"{OUT}/logs/server_{server}.log", "w")
+    srv = subprocess.Popen(["taskset", "-c", pin[0], SERVERS[server], str(port)],
+                           stdout=log, stderr=log)
+    lg = tracer = None
+    try:
+        if not wait_for_port(srv, port):
+            return dict(result, failed=f"server did not listen (exit {srv.poll()})")
+        lg = subprocess.Popen(["taskset", "-c", pin[1], LOADGEN, "--port", str(port),
+                               "--connections", str(conns), "--size", str(size),
+                               "--warmup", str(warmup), "--duration", str(duration)],
+                              stdout=subprocess.PIPE, stderr=log)
+        lines, deadline = Lines(lg), time.monotonic() + warmup + duration + 25
+        cpu = {}
+        while (line := lines.next(deadline)) is not None:
+            if line == "MEASURE START":
+                cpu["start"] = cpu_seconds(srv.pid)
+                if trace:
+                    tracer = subprocess.Popen(["strace", "-f", "-c", "-p", str(srv.pid), "-o",
+                                               f"{OUT}/logs/strace_{server}.txt"],
+                                              stdout=subprocess.DEVNULL, stderr=log)
+            elif line == "MEASURE END":
+                cpu["end"] = cpu_seconds(srv.pid)
+                if tracer:
+                    stop(tracer, signal.SIGINT, 10)
+            elif line.startswith("LOADGEN "):
+                result.update(json.loads(line[len("LOADGEN "):]))
+        if "roundtrips" not in result:
+            return dict(result, failed="load generator gave no result (timeout or crash)")
+        if srv.poll() is not None:
+            return dict(result, failed=f"server exited with {srv.returncode}")
+        if len(cpu) == 2 and result["roundtrips"] > 0:
+            result["cpu_us_per_rt"] = (cpu["end"] - cpu["start"]) * 1e6 / result["roundtrips"]
+        if trace:
+            total, ctl = parse_strace(f"{OUT}/logs/strace_{server}.txt")
+            if total is not None and result["roundtrips"] > 0:
+                result["syscalls_per_rt"] = total / result["roundtrips"]
+                result["epoll_ctl_per_rt"] = ctl / result["roundtrips"]
+        return result
+    except (OSError, ValueError) as e:
+        return dict(result, failed=f"{type(e).__name__}: {e}")
+    finally:
+        for proc in (tracer, lg, srv):
+            if proc:
+                stop(proc)
+        log.close()
+
+
+def wait_for_port(proc, port, timeout=5.0):
+    """True once the server accepts a connection; False if it died or never listened."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def run_servers(cfg, servers, pin):
+    """Every case x repetition x server, rotating the order; then one strace run per pair."""
+    runs = []
+    for conns, size in cfg["cases"]:
+        for rep in range(cfg["reps"]):
+            k = rep % len(servers)
+            for server in servers[k:] + servers[:k]:
+                r = run_echo(server, conns, size, cfg["warmup"], cfg["duration"], pin)
+                runs.append(dict(r, rep=rep))
+                show(r)
+        if shutil.which("strace"):
+            for server in servers:
+                r = run_echo(server, conns, size, cfg["trace_warmup"], cfg["trace_duration"],
+                             pin, trace=True)
+                runs.append(r)
+                show(r)
+    if not shutil.which("strace"):
+        note("strace is missing: no system-call counts (apt-get install strace)")
+    return runs
+
+
+def show(r):
+    """One progress line per run, so a long `make bench` shows it is alive."""
+    what = "strace" if r["traced"] else f"rep {r.get('rep', 0) + 1}"
+    head = f"  {r['connections']:>4} x {r['size']:>5} B  {r['server']:<13} {what:<7}"
+    if "failed" in r:
+        print(f"{head} FAILED: {r['failed']}", flush=True)
+    else:
+        cpu = r.get("cpu_us_per_rt")
+        extra = f" {r['syscalls_per_rt']:.2f} syscalls/rt" if "syscalls_per_rt" in r else ""
+        print(f"{head} {r['roundtrips_per_s']:>9.0f} rt/s  "
+              f"{'-' if cpu is None else f'{cpu:.2f}'} us cpu/rt  errors {r['errors']}{extra}",
+              flush=True)
+
+
+def run_programs(cfg, quick, deadline):
+    """Every micro_/timers_/idle_ program; near the time budget's end, they all run --quick."""
+    progs = sorted(p for p in os.listdir(OUT) if p.startswith(PROGRAM_PREFIXES)
+                   and os.path.isfile(f"{OUT}/{p}") and os.access(f"{OUT}/{p}", os.X_OK)
+                   and not p.endswith(".d"))
+    records = []
+    # One mode for all of them: a table mixing --quick and full figures would mislead.
+    fast = quick or deadline - time.monotonic() < 150
+    if fast and not quick:
+        note("the bench programs ran with --quick to keep `make bench` within its time budget")
+    timeout = QUICK["program_cap"] if fast else cfg["program_cap"]
+    for prog in progs:
+        start = time.monotonic()
+        with open(f"{OUT}/logs/{prog}.log", "w") as log:
+            proc = subprocess.Popen([f"{OUT}/{prog}"] + (["--quick"] if fast else []),
+                                    stdout=subprocess.PIPE, stderr=log)
+            lines, found = Lines(proc), 0
+            while (line := lines.next(start + timeout)) is not None:
+                if line.startswith("BENCH "):
+                    try:
+                        records.append(dict(json.loads(line[6:]), program=prog))
+                        found += 1
+                    except ValueError:
+                        note(f"{prog}: unreadable line {line!r}")
+            stop(proc, wait=1)
+        took = time.monotonic() - start
+        status = "timed out" if took >= timeout else f"exit {proc.returncode}"
+        print(f"  {prog:<28} {found:>3} figures, {took:5.1f} s, {status}", flush=True)
+        if status != "exit 0":
+            note(f"{prog}: {status} (see {OUT}/logs/{prog}.log)")
+    return records
+
+
+def command_output(cmd):
+    """A command's first output line, or '?' when it is missing or fails."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+        return out.splitlines()[0].strip() if out.strip() else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def environment():
+    """What the figures were measured on: they mean little without it."""
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
+    versions = {"g++": command_output(["g++", "--version"])}
+    for pkg in PEER_PACKAGES:
+        v = command_output(["dpkg-query", "-W", "-f=${Version}\n", pkg])
+        versions[pkg] = v if v != "?" else "not installed"
+    return dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
+                machine=dict(nproc=os.cpu_count(), cpu=model, kernel=platform.release()),
+                versions=versions)
+
+
+def median(runs, key):
+    """Median over the repetitions that have the figure, None if none has it."""
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs, cases, servers):
+    """Per case and server: medians of timed runs, strace counts, errors of every run."""
+    table = {}
+    for conns, size in cases:
+        for server in servers:
+            mine = [r for r in runs if (r["server"], r["connections"], r["size"]) ==
+                    (server, conns, size)]
+            timed = [r for r in mine if not r["traced"]]
+            ok = [r for r in timed if "failed" not in r]
+            traced = [r for r in mine if r["traced"] and "failed" not in r]
+            table[f"{conns}x{size}", server] = dict(
+                roundtrips_per_s=median(ok, "roundtrips_per_s"),
+                cpu_us_per_rt=median(ok, "cpu_us_per_rt"), p50_us=median(ok, "p50_us"),
+                p99_us=median(ok, "p99_us"), errors=sum(r["errors"] for r in mine),
+                failed=sorted({r["failed"] for r in mine if "failed" in r}),
+                syscalls_per_rt=median(traced, "syscalls_per_rt"),
+                epoll_ctl_per_rt=median(traced, "epoll_ctl_per_rt"))
+    return table
+
+
+def fmt(value, spec):
+    """A figure for the tables, '-' when it is missing."""
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(env, cfg, servers, table, records, mode):
+    """The human-readable report."""
+    m, out = env["machine"], []
+    out += [f"# asyncdispatch benchmarks ({mode})", "",
+            f"- date: {env['date']}",
+            f"- machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}",
+            "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+            f"- echo runs: {cfg['warmup']} s warm-up + {cfg['duration']} s measured, "
+            f"{cfg['reps']} repetition(s), order rotated; server on CPU 0, load generator on CPU 1",
+            "- system calls per round trip come from one extra run under `strace -f -c`. strace "
+            "slows the server several times over, so its round trips/s and CPU mean nothing, but "
+            "the calls per round trip stay meaningful (epoll_wait's share shifts a little, as a "
+            "slower server finds more events per wait)",
+            ""]
+    for conns, size in cfg["cases"] if table else []:
+        case = f"{conns}x{size}"
+        floor = (table.get((case, "floor")) or {}).get("cpu_us_per_rt")
+        out += [f"## Echo: {conns} connection(s), {size}-byte messages", "",
+                "| server | round trips/s | server CPU µs per round trip | ratio to floor | "
+                "syscalls per rt | epoll_ctl per rt | p50 µs | p99 µs | errors |",
+                "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
+        for server in servers:
+            s = table[case, server]
+            cpu = s["cpu_us_per_rt"]
+            ratio = cpu / floor if cpu is not None and floor else None
+            errors = str(s["errors"]) + "".join(f", failed: {f}" for f in s["failed"])
+            out.append(f"| {server} | {fmt(s['roundtrips_per_s'], ',.0f')} | {fmt(cpu, '.2f')} | "
+                       f"{fmt(ratio, '.2f')} | {fmt(s['syscalls_per_rt'], '.2f')} | "
+                       f"{fmt(s['epoll_ctl_per_rt'], '.2f')} | {fmt(s['p50_us'], '.1f')} | "
+                       f"{fmt(s['p99_us'], '.1f')} | {errors} |")
+        out.append("")
+    for bench in ("micro", "timers", "idle"):
+        mine = [r for r in records if r.get("bench") == bench]
+        if not mine:
+            continue
+        impls = sorted({r["impl"] for r in mine}, key=lambda i: (i != "asyncdispatch", i))
+        cells = {(r["name"], r["impl"]): f"{r['value']:.4g} {r.get('unit', '')}" for r in mine}
+        out += [f"## {bench}", "", "| what | " + " | ".join(impls) + " |",
+                "|---|" + "--:|" * len(impls)]
+        for name in dict.fromkeys(r["name"] for r in mine):
+            out.append(f"| {name} | " + " | ".join(cells.get((name, i), "-") for i in impls) + " |")
+        out.append("")
+    if notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(out)
+
+
+def chart(cfg, servers, table):
+    """Clustered bars of server CPU per round trip, drawn by gnuplot when it is installed."""
+    if os.path.exists(f"{OUT}/cpu_per_rt.svg"):
+        os.remove(f"{OUT}/cpu_per_rt.svg")
+    if not shutil.which("gnuplot"):
+        note("gnuplot is missing: no chart (apt-get install gnuplot-nox)")
+        return
+    with open(f"{OUT}/cpu_per_rt.dat", "w") as f:
+        f.write("case " + " ".join(servers) + "\n")
+        for conns, size in cfg["cases"]:
+            values = [table[f"{conns}x{size}", s]["cpu_us_per_rt"] for s in servers]
+            label = f"{size // 1024}K" if size >= 1024 and size % 1024 == 0 else size
+            f.write(f'"{conns} × {label}" ' + " ".join(fmt(v, ".4f") for v in values) + "\n")
+    script = f"""set encoding utf8
+set terminal svg size 1000,480 dynamic font 'sans,11'
+set output '{OUT}/cpu_per_rt.svg'
+set title 'Server CPU time per echo round trip (lower is better)'
+set xlabel 'connections × message bytes'
+set ylabel 'µs per round trip'
+set datafile missing '-'
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set key outside right top
+set grid ytics
+set yrange [0:*]
+plot for [i=2:{len(servers) + 1}] '{OUT}/cpu_per_rt.dat' using i:xtic(1) title columnheader(i)
+"""
+    try:
+        done = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True,
+                              timeout=30)
+        if done.returncode != 0:
+            note(f"gnuplot failed: {done.stderr.strip()[:200]}")
+    except subprocess.TimeoutExpired:
+        note("gnuplot timed out: no chart")
+
+
+def main():
+    """Runs what can run, reports what could not, and fails only when nothing ran."""
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--quick", action="store_true", help="one case, short runs (~2 min)")
+    quick = args.parse_args().quick
+    cfg, mode = (QUICK, "quick") if quick else (FULL, "full")
+    deadline = time.monotonic() + cfg["budget"]
+    os.makedirs(f"{OUT}/logs", exist_ok=True)
+    env = environment()
+    print(f"bench ({mode}): {env['machine']['cpu']}, {env['machine']['nproc']} CPUs", flush=True)
+
+    servers = [s for s in SERVERS if os.access(SERVERS[s], os.X_OK)]
+    for s in SERVERS:
+        if s not in servers:
+            note(f"server {s} skipped: {SERVERS[s]} is not built")
+    pin = ("0", "1") if (os.cpu_count() or 1) > 1 else ("0", "0")
+    if pin[1] == "0":
+        note("one CPU only: server and load generator share it")
+    runs, table = [], {}
+    if not os.access(LOADGEN, os.X_OK):
+        note(f"{LOADGEN} is not built: no echo runs")
+    elif servers:
+        print("echo servers:", ", ".join(servers), flush=True)
+        runs = run_servers(cfg, servers, pin)
+        table = summarize(runs, cfg["cases"], servers)
+    print("bench programs:", flush=True)
+    records = run_programs(cfg, quick, deadline)
+
+    if table:
+        chart(cfg, servers, table)
+    report = markdown(env, cfg, servers, table, records, mode)
+    with open(f"{OUT}/results.md", "w") as f:
+        f.write(report)
+    with open(f"{OUT}/results.json", "w") as f:
+        json.dump(dict(env, mode=mode, config=cfg, servers=servers, runs=runs,
+                       summary=[dict(case=c, server=s, **v) for (c, s), v in table.items()],
+                       bench=records, notes=notes), f, indent=1)
+    print("\n" + report)
+    print(f"wrote {OUT}/results.md, {OUT}/results.json"
+          + (f", {OUT}/cpu_per_rt.svg" if os.path.exists(f"{OUT}/cpu_per_rt.svg") else ""))
+    ran = any("failed" not in r for r in runs) or records
+    return 0 if ran else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
