@@ -2,13 +2,13 @@
 # beside asio's and Nim's equivalents. The peers' headers and compiler have their install rule in
 # servers.mk (install-peers.sh).
 
-build/bench/micro_asyncdispatch: tools/bench/micro/asyncdispatch.cpp $(LIB)
+build/bench/micro_asyncdispatch: tools/bench/micro/asyncdispatch.cpp tools/bench/counting_new.cpp $(LIB)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -MF $@.d $< $(LIB) -o $@
+	$(CXX) $(CXXFLAGS) -MF $@.d $< tools/bench/counting_new.cpp $(LIB) -o $@
 
-build/bench/micro_asio: tools/bench/micro/asio.cpp | /usr/include/asio.hpp
+build/bench/micro_asio: tools/bench/micro/asio.cpp tools/bench/counting_new.cpp | /usr/include/asio.hpp
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -MF $@.d -pthread $< -o $@
+	$(CXX) $(CXXFLAGS) -MF $@.d -pthread $< tools/bench/counting_new.cpp -o $@
 
 build/bench/micro_nim: tools/bench/micro/nim.nim | /usr/bin/nim
 	@mkdir -p $(dir $@)

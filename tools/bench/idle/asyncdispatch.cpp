@@ -19,6 +19,8 @@
 
 #include <asyncdispatch.hpp>
 
+#include "../harness.hpp"
+
 using namespace asyncdispatch;
 
 namespace {
@@ -76,15 +78,13 @@ Future<void> acceptAll(AsyncFD listener, std::vector<AsyncFD>& clients) {
 }
 
 void report(const char* name, double value) {
-  std::printf("BENCH {\"bench\":\"idle\",\"impl\":\"asyncdispatch\",\"name\":\"%s\","
-              "\"value\":%.1f,\"unit\":\"bytes\"}\n",
-              name, value);
+  bench::report("idle", "asyncdispatch", name, value, "bytes");
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const bool quick = bench::quickFlag(argc, argv);
   const int n = fitConnections(quick ? 2'000 : 10'000);
 
   // Fork before the dispatcher exists, so that the child shares nothing of the library.

@@ -16,39 +16,19 @@
 
 #include <asio.hpp>
 
-namespace {
+#include "../harness.hpp"
 
-thread_local long allocations = 0;
+namespace {
 
 bool quick = false;
 
 void report(const char* name, double value, const char* unit) {
-  std::printf("BENCH {\"bench\":\"micro\",\"impl\":\"asio\",\"name\":\"%s\",\"value\":%.2f,"
-              "\"unit\":\"%s\"}\n",
-              name, value, unit);
-  std::fflush(stdout);
+  bench::report("micro", "asio", name, value, unit);
 }
 
-// Finds the n for which `run(n)` (n operations) lasts about the time box, then reports the best
-// of five runs at that n, in ns per operation.
 template <class Run>
 void measure(const char* name, Run run) {
-  using Clock = std::chrono::steady_clock;
-  const double box = quick ? 20e6 : 300e6; // ns
-  auto timed = [&](long n) {
-    const auto start = Clock::now();
-    run(n);
-    return std::chrono::duration<double, std::nano>(Clock::now() - start).count();
-  };
-  long n = 1000;
-  double ns = 0;
-  while ((ns = timed(n)) < box / 10)
-    n *= 4;
-  n = static_cast<long>(n * box / ns);
-  double best = 1e300;
-  for (int i = 0; i < 5; ++i)
-    best = std::min(best, timed(n) / n);
-  report(name, best, "ns");
+  bench::measure("asio", name, quick, run);
 }
 
 // Concurrency hint 1: asio's single-threaded mode, where posting from the running thread takes
@@ -109,9 +89,9 @@ template <class Run>
 void countAllocations(const char* name, Run run) {
   constexpr long kOps = 1000;
   auto count = [&](long n) {
-    const long before = allocations;
+    const long before = bench::allocations;
     run(n);
-    return allocations - before;
+    return bench::allocations - before;
   };
   count(1); // fills asio's per-thread caches of recycled memory
   const long one = count(1);
@@ -121,7 +101,7 @@ void countAllocations(const char* name, Run run) {
 } // namespace
 
 int main(int argc, char** argv) {
-  quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  quick = bench::quickFlag(argc, argv);
 
   measure("co_await immediate coroutine", [](long n) { spawnAndRun(awaitImmediate(n)); });
   // Until a timer or a socket exists, the io_context has no reactor and never enters the kernel;
@@ -136,18 +116,4 @@ int main(int argc, char** argv) {
                    [](long n) { spawnAndRun(awaitImmediate(n)); });
 
   std::fprintf(stderr, "micro_asio: checksum %ld\n", sink);
-}
-
-// Counting replacements of the global allocation functions (the array and nothrow forms of
-// libstdc++ call these).
-void* operator new(std::size_t size) {
-  ++allocations;
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
 }

@@ -10,49 +10,27 @@
 
 #include <asyncdispatch.hpp>
 
+#include "../harness.hpp"
+
 using namespace asyncdispatch;
 
 namespace {
 
-// Every operator new of this program counts itself here (see the replacements at the end).
-thread_local long allocations = 0;
-
 bool quick = false;
+
+void report(const char* name, double value, const char* unit) {
+  bench::report("micro", "asyncdispatch", name, value, unit);
+}
+
+template <class Run>
+void measure(const char* name, Run run) {
+  bench::measure("asyncdispatch", name, quick, run);
+}
 
 // Tells the compiler that any memory may have changed, so the measured work cannot be hoisted
 // out of the loop or folded into one multiplication; it emits no instruction.
 inline void clobber() {
   asm volatile("" ::: "memory");
-}
-
-void report(const char* name, double value, const char* unit) {
-  std::printf(
-      "BENCH {\"bench\":\"micro\",\"impl\":\"asyncdispatch\",\"name\":\"%s\",\"value\":%.2f,"
-      "\"unit\":\"%s\"}\n",
-      name, value, unit);
-  std::fflush(stdout);
-}
-
-// Finds the n for which `run(n)` (n operations) lasts about the time box, then reports the best
-// of five runs at that n, in ns per operation.
-template <class Run>
-void measure(const char* name, Run run) {
-  using Clock = std::chrono::steady_clock;
-  const double box = quick ? 20e6 : 300e6; // ns
-  auto timed = [&](long n) {
-    const auto start = Clock::now();
-    run(n);
-    return std::chrono::duration<double, std::nano>(Clock::now() - start).count();
-  };
-  long n = 1000;
-  double ns = 0;
-  while ((ns = timed(n)) < box / 10)
-    n *= 4;
-  n = static_cast<long>(n * box / ns);
-  double best = 1e300;
-  for (int i = 0; i < 5; ++i)
-    best = std::min(best, timed(n) / n);
-  report(name, best, "ns");
 }
 
 // Every coroutine below finishes synchronously or is driven to its end by poll, so the sums are
@@ -144,9 +122,9 @@ template <class Run>
 void countAllocations(const char* name, Run run) {
   constexpr long kOps = 1000;
   auto count = [&](long n) {
-    const long before = allocations;
+    const long before = bench::allocations;
     run(n);
-    return allocations - before;
+    return bench::allocations - before;
   };
   count(1); // the first use of the dispatcher allocates
   const long one = count(1);
@@ -156,7 +134,7 @@ void countAllocations(const char* name, Run run) {
 } // namespace
 
 int main(int argc, char** argv) {
-  quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  quick = bench::quickFlag(argc, argv);
 
   Future<int> done = newFuture<int>("done");
   done.complete(1);
@@ -179,18 +157,4 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::fprintf(stderr, "micro_asyncdispatch: checksum %ld\n", sink);
-}
-
-// Counting replacements of the global allocation functions. The array and nothrow forms of
-// libstdc++ call these, so they see every allocation the library and this program make.
-void* operator new(std::size_t size) {
-  ++allocations;
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
 }

@@ -11,6 +11,8 @@
 
 #include <asio.hpp>
 
+#include "../harness.hpp"
+
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -27,15 +29,13 @@ int nextDelay() {
 }
 
 void report(const char* name, double value, const char* unit) {
-  std::printf("BENCH {\"bench\":\"timers\",\"impl\":\"asio\",\"name\":\"%s\","
-              "\"value\":%.3f,\"unit\":\"%s\"}\n",
-              name, value, unit);
+  bench::report("timers", "asio", name, value, unit);
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const bool quick = bench::quickFlag(argc, argv);
   n = quick ? 100'000 : 1'000'000;
   asio::io_context io(1); // a hint that one thread runs it: no cross-thread wake-ups
   std::vector<asio::steady_timer> timers;

@@ -10,6 +10,8 @@
 
 #include <asyncdispatch.hpp>
 
+#include "../harness.hpp"
+
 using namespace asyncdispatch;
 using Clock = std::chrono::steady_clock;
 
@@ -25,15 +27,13 @@ int nextDelay() {
 }
 
 void report(const char* name, double value, const char* unit) {
-  std::printf("BENCH {\"bench\":\"timers\",\"impl\":\"asyncdispatch\",\"name\":\"%s\","
-              "\"value\":%.3f,\"unit\":\"%s\"}\n",
-              name, value, unit);
+  bench::report("timers", "asyncdispatch", name, value, unit);
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const bool quick = bench::quickFlag(argc, argv);
   const int n = quick ? 100'000 : 1'000'000;
   getGlobalDispatcher(); // made outside the timed region
 
