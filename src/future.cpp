@@ -12,8 +12,7 @@ std::uint64_t nextFutureId() noexcept {
   return counter++;
 }
 
-void FutureStateBase::checkNotFinished() const {
-  if (!finished) return;
+void FutureStateBase::throwFinishedTwice() const {
   // Nim's message, without the stack traces Nim records in debug builds.
   std::string msg = "An attempt was made to complete a Future more than once. Details:\n"
                     "  Future ID: " +
@@ -24,9 +23,7 @@ void FutureStateBase::checkNotFinished() const {
   throw FutureError(msg);
 }
 
-void FutureStateBase::finish() {
-  finished = true;
-  // Callbacks never run here: each is queued on the dispatcher, in the order it was added.
+void FutureStateBase::scheduleCallbacks() {
   callbacks.takeAll([](UniqueFunction<void()>&& cb) { enqueueCallback(std::move(cb)); });
 }
 

@@ -83,12 +83,20 @@ struct FutureStateBase {
   virtual ~FutureStateBase() = default;
 
   // Nim's checkFinished: throws FutureError if the future already finished.
-  void checkNotFinished() const;
+  void checkNotFinished() const {
+    if (finished) throwFinishedTwice();
+  }
   // Marks the future finished and moves its callbacks to the dispatcher's queue, in order.
-  void finish();
+  void finish() {
+    finished = true;
+    if (!callbacks.empty()) scheduleCallbacks();
+  }
   void fail(std::exception_ptr e);
   // Nim's addCallback: queued at once if the future already finished.
   void addCallback(UniqueFunction<void()> cb);
+  [[noreturn]] void throwFinishedTwice() const;
+  // Callbacks never run inside complete/fail: each is queued on the dispatcher, in order.
+  void scheduleCallbacks();
   // For FutureError's "Contents" line; only Future<std::string> has something to show.
   virtual void describeValue(std::string& out) const;
 

@@ -1,13 +1,66 @@
 // Memory for future states and coroutine frames, recycled per thread as asio recycles the memory
 // of its handlers: in the steady state a coroutine call or a new future costs no trip to malloc.
+// The fast paths are inline (a coroutine call makes two blocks and frees two); the rest, and the
+// free lists' lifetime, are in src/recycler.cpp.
 #pragma once
 
 #include <cstddef>
+#include <new>
 
 namespace asyncdispatch::detail {
 
+struct Recycler {
+  // Sizes are rounded up to a multiple of kGranule (malloc's own alignment); blocks up to
+  // kLargest bytes are recycled, at most kKeptPerClass of each size, which is enough for a burst
+  // of calls and bounds what an idle thread holds.
+  static constexpr std::size_t kGranule = 16;
+  static constexpr std::size_t kLargest = 1024;
+  static constexpr std::size_t kClasses = kLargest / kGranule;
+  static constexpr int kKeptPerClass = 64;
+
+  struct FreeBlock {
+    FreeBlock* next;
+  };
+
+  FreeBlock* head[kClasses];
+  int count[kClasses];
+  bool closed; // the thread is exiting: blocks go back to the global heap
+
+  static constexpr std::size_t sizeClass(std::size_t size) {
+    return (size + kGranule - 1) / kGranule - 1;
+  }
+};
+
+// Constant-initialised, so usable at any point of the thread's life, even while other
+// thread_local objects are being destroyed.
+extern constinit thread_local Recycler recycler;
+
+void* allocateBlockSlow(std::size_t size);
+void freeBlockSlow(void* block, std::size_t size) noexcept;
+
 // A block of at least `size` bytes, aligned for any type; freeBlock must get the same size.
-void* allocateBlock(std::size_t size);
-void freeBlock(void* block, std::size_t size) noexcept;
+inline void* allocateBlock(std::size_t size) {
+  if (size != 0 && size <= Recycler::kLargest && !recycler.closed) {
+    const std::size_t c = Recycler::sizeClass(size);
+    if (Recycler::FreeBlock* b = recycler.head[c]) {
+      recycler.head[c] = b->next;
+      --recycler.count[c];
+      return b;
+    }
+  }
+  return allocateBlockSlow(size);
+}
+
+inline void freeBlock(void* block, std::size_t size) noexcept {
+  if (block != nullptr && size != 0 && size <= Recycler::kLargest && !recycler.closed) {
+    const std::size_t c = Recycler::sizeClass(size);
+    if (recycler.count[c] < Recycler::kKeptPerClass) {
+      recycler.head[c] = ::new (block) Recycler::FreeBlock{recycler.head[c]};
+      ++recycler.count[c];
+      return;
+    }
+  }
+  freeBlockSlow(block, size);
+}
 
 } // namespace asyncdispatch::detail
