@@ -7,10 +7,7 @@ namespace asyncdispatch {
 
 namespace detail {
 
-std::uint64_t nextFutureId() noexcept {
-  thread_local std::uint64_t counter = 0;
-  return counter++;
-}
+constinit thread_local std::uint64_t futureCounter = 0;
 
 void FutureStateBase::throwFinishedTwice() const {
   // Nim's message, without the stack traces Nim records in debug builds.

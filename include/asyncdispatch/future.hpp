@@ -35,7 +35,10 @@ namespace detail {
 void enqueueCallback(UniqueFunction<void()> cb);
 
 // Nim's "Future ID": numbers futures in creation order, per thread.
-std::uint64_t nextFutureId() noexcept;
+extern constinit thread_local std::uint64_t futureCounter;
+inline std::uint64_t nextFutureId() noexcept {
+  return futureCounter++;
+}
 
 // A future's callbacks, in the order they were added. Nearly every future has exactly one (the
 // coroutine that awaits it), so the first is kept inline and only a second one allocates.
