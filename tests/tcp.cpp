@@ -683,6 +683,29 @@ TEST_CASE("recv: without SafeDisconn a reset connection fails with OSError ECONN
   checkDispatcherEmpty();
 }
 
+// The epoll backend keeps read interest armed after a recv finishes (no epoll_ctl per message)
+// and narrows it only when data arrives that nobody waits for: that data must still reach the
+// next recv, and the idle descriptor must not keep the loop busy or count as pending.
+TEST_CASE("recv: data that arrives while nobody waits is read by the next recv") {
+  auto [client, server] = connectedPair();
+  rawSend(client, "first");
+  CHECK(waitWithin(recv(server, 100)) == "first");
+  Future<void> tick = sleepAsync(20);
+  rawSend(client, "second"); // nobody waits on server now
+  int passes = 0;
+  while (!tick.finished()) {
+    poll(1000);
+    ++passes;
+  }
+  CHECK(passes <= 3); // the unwanted readiness is seen once, not at every pass
+  CHECK_FALSE(hasPendingOperations());
+  CHECK(activeDescriptors() == 0);
+  CHECK(waitWithin(recv(server, 100)) == "second");
+  closeSocket(client);
+  closeSocket(server);
+  checkDispatcherEmpty();
+}
+
 TEST_CASE("recvInto: reads into the caller's buffer and returns the byte count") {
   auto [client, server] = connectedPair();
   rawSend(client, "abcdef");
