@@ -4,6 +4,10 @@
 
 #include <doctest/doctest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <exception>
 #include <string>
@@ -93,6 +97,18 @@ inline OSError osErrorOf(const FutureBase& fut) {
 inline void runDry() {
   for (int i = 0; i < 100 && hasPendingOperations(); ++i)
     poll(10);
+}
+
+// Whether this machine can bind ::1 (some containers have no IPv6 loopback).
+inline bool hasIPv6Loopback() {
+  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_loopback;
+  const bool ok = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
 }
 
 // A listening TCP socket on 127.0.0.1 with a port the kernel picked.

@@ -65,18 +65,6 @@ std::pair<std::string, int> localOf(AsyncFD fd) {
   const auto [address, port] = getLocalAddr(fd);
   return {address, static_cast<int>(port)};
 }
-
-bool hasIPv6Loopback() {
-  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in6 addr{};
-  addr.sin6_family = AF_INET6;
-  addr.sin6_addr = in6addr_loopback;
-  const bool ok = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
 // A port on 127.0.0.1 that is bound but not listening: a connection to it is refused, and no
 // other test can take the port while this holds it.
 struct RefusingPort {

@@ -54,6 +54,15 @@ Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags = SocketFla
 // Nim's recvInto: up to size bytes into buf, which must outlive the future; 0 at end of stream.
 Future<int> recvInto(AsyncFD socket, void* buf, int size,
                      SocketFlags flags = SocketFlag::SafeDisconn);
+// Nim's recvFromInto: one datagram into data (size bytes at most; the rest of a longer one is
+// lost, as recvfrom does), its sender into saddr/saddrLen; all three must outlive the future.
+// Completes with the datagram's length: 0 is an empty datagram, not the end of a stream.
+Future<int> recvFromInto(AsyncFD socket, void* data, int size, sockaddr* saddr, socklen_t* saddrLen,
+                         SocketFlags flags = SocketFlag::SafeDisconn);
+// Nim's sendTo: one datagram of size bytes (0 sends an empty one) to saddr, which is copied at
+// the call; data must outlive the future.
+Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* saddr,
+                    socklen_t saddrLen, SocketFlags flags = SocketFlag::SafeDisconn);
 // Nim's send: completes once every byte is written; buf must outlive the future. With
 // SafeDisconn a peer that went away ends the send quietly, as in Nim. Never raises SIGPIPE.
 Future<void> send(AsyncFD socket, const void* buf, int size,

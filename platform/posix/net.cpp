@@ -390,6 +390,62 @@ Future<int> recvInto(AsyncFD socket, void* buf, int size, SocketFlags flags) {
   return retFuture;
 }
 
+Future<int> recvFromInto(AsyncFD socket, void* data, int size, sockaddr* saddr, socklen_t* saddrLen,
+                         SocketFlags flags) {
+  checkRegistered("recvFromInto", socket);
+  checkSize("recvFromInto", socket, size);
+  if (data == nullptr || saddr == nullptr || saddrLen == nullptr)
+    throw ValueError(where("recvFromInto", socket) + ": a buffer or address pointer is null");
+  Future<int> retFuture = newFuture<int>("recvFromInto");
+  addRead(socket, [retFuture, data, size, saddr, saddrLen, flags](AsyncFD fd) {
+    if (failIfAbandoned(retFuture, "recvFromInto", fd)) return true;
+    const ssize_t n = ::recvfrom(handle(fd), data, static_cast<std::size_t>(size), recvFlags(flags),
+                                 saddr, saddrLen);
+    if (n < 0) {
+      // As in Nim, no error is a disconnection here: a datagram socket has no connection.
+      if (isRetry(errno)) return false;
+      retFuture.fail(OSError(errno, where("recvFromInto", fd)));
+      return true;
+    }
+    retFuture.complete(static_cast<int>(n)); // 0 is an empty datagram, not the end of anything
+    return true;
+  });
+  return retFuture;
+}
+
+Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* saddr,
+                    socklen_t saddrLen, SocketFlags flags) {
+  checkRegistered("sendTo", socket);
+  if (size < 0) throw ValueError(where("sendTo", socket) + ": size must not be negative");
+  if ((data == nullptr && size > 0) || saddr == nullptr)
+    throw ValueError(where("sendTo", socket) + ": a buffer or address pointer is null");
+  if (saddrLen <= 0 || saddrLen > static_cast<socklen_t>(sizeof(sockaddr_storage)))
+    throw ValueError(where("sendTo", socket) + ": address length out of range");
+  (void)flags; // as in Nim, the caller's flags are not passed on (SafeDisconn means nothing here)
+  // The destination is copied now, so the caller's sockaddr may go away (Nim copies it too).
+  sockaddr_storage to{};
+  std::memcpy(&to, saddr, saddrLen);
+  Future<void> retFuture = newFuture<void>("sendTo");
+  auto sendOne = [retFuture, data, size, to, saddrLen](AsyncFD fd) {
+    if (failIfAbandoned(retFuture, "sendTo", fd)) return true;
+    const ssize_t n = ::sendto(handle(fd), data, static_cast<std::size_t>(size), kNoSignal,
+                               reinterpret_cast<const sockaddr*>(&to), saddrLen);
+    if (n < 0) {
+      if (isRetry(errno)) return false;
+      retFuture.fail(OSError(errno, where("sendTo", fd)));
+      return true;
+    }
+    retFuture.complete(); // a datagram leaves whole or not at all
+    return true;
+  };
+  // Like send, a datagram is first tried at once (see sendNow).
+  const bool nobodyWaiting =
+      detail::currentDispatcher().selector.getData(handle(socket)).writeCBs.empty();
+  if (nobodyWaiting && detail::takeSynchronousTurn() && sendOne(socket)) return retFuture;
+  addWrite(socket, std::move(sendOne));
+  return retFuture;
+}
+
 Future<void> send(AsyncFD socket, const void* buf, int size, SocketFlags flags) {
   checkRegistered("send", socket);
   if (size < 0) throw ValueError(where("send", socket) + ": size must not be negative");

@@ -1,0 +1,167 @@
+// UDP over the dispatcher on real loopback sockets: recvFromInto and sendTo, IPv4 and IPv6,
+// datagram boundaries, empty datagrams, and the misuse and close rules they share with TCP.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "support.hpp"
+
+using namespace asyncdispatch;
+using namespace testsupport;
+
+namespace {
+
+// A registered UDP socket bound to the loopback address of `domain`, and that address.
+struct Bound {
+  AsyncFD fd;
+  sockaddr_storage addr;
+  socklen_t len;
+};
+
+Bound bindUdp(Domain domain = Domain::Inet) {
+  const AsyncFD fd = createAsyncNativeSocket(domain, SockType::Dgram, Protocol::UDP);
+  bindAddr(fd, Port(0), domain == Domain::Inet6 ? "::1" : "127.0.0.1", domain);
+  Bound b{fd, {}, sizeof(sockaddr_storage)};
+  REQUIRE(::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&b.addr), &b.len) == 0);
+  return b;
+}
+
+const sockaddr* addressOf(const Bound& b) {
+  return reinterpret_cast<const sockaddr*>(&b.addr);
+}
+
+} // namespace
+
+TEST_CASE("recvFromInto: receives a datagram and who sent it") {
+  Bound receiver = bindUdp();
+  Bound sender = bindUdp();
+  char buf[64];
+  sockaddr_storage from{};
+  socklen_t fromLen = sizeof from;
+  Future<int> received =
+      recvFromInto(receiver.fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from), &fromLen);
+  CHECK_FALSE(received.finished());
+  waitWithin(sendTo(sender.fd, "hello", 5, addressOf(receiver), receiver.len));
+  CHECK(waitWithin(received) == 5);
+  CHECK(std::string(buf, 5) == "hello");
+  REQUIRE(fromLen == sender.len);
+  CHECK(std::memcmp(&from, &sender.addr, fromLen) == 0);
+  closeSocket(receiver.fd);
+  closeSocket(sender.fd);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("sendTo: datagrams keep their boundaries and their order") {
+  Bound receiver = bindUdp();
+  Bound sender = bindUdp();
+  for (const char* message : {"one", "two!", "three"})
+    waitWithin(sendTo(sender.fd, message, static_cast<int>(std::strlen(message)),
+                      addressOf(receiver), receiver.len));
+  for (const char* expected : {"one", "two!", "three"}) {
+    char buf[64];
+    sockaddr_storage from{};
+    socklen_t fromLen = sizeof from;
+    const int n = waitWithin(
+        recvFromInto(receiver.fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from), &fromLen));
+    CHECK(std::string(buf, n) == expected);
+  }
+  closeSocket(receiver.fd);
+  closeSocket(sender.fd);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("recvFromInto: a zero-length datagram is data, not the end of a stream") {
+  Bound receiver = bindUdp();
+  Bound sender = bindUdp();
+  waitWithin(sendTo(sender.fd, nullptr, 0, addressOf(receiver), receiver.len));
+  waitWithin(sendTo(sender.fd, "after", 5, addressOf(receiver), receiver.len));
+  char buf[16];
+  sockaddr_storage from{};
+  socklen_t fromLen = sizeof from;
+  auto* fromAddr = reinterpret_cast<sockaddr*>(&from);
+  CHECK(waitWithin(recvFromInto(receiver.fd, buf, sizeof buf, fromAddr, &fromLen)) == 0);
+  fromLen = sizeof from;
+  CHECK(waitWithin(recvFromInto(receiver.fd, buf, sizeof buf, fromAddr, &fromLen)) == 5);
+  CHECK(std::string(buf, 5) == "after"); // the socket still delivers after the empty one
+  closeSocket(receiver.fd);
+  closeSocket(sender.fd);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("sendTo: works over IPv6") {
+  if (!hasIPv6Loopback()) {
+    MESSAGE("no IPv6 loopback on this machine: skipped");
+    checkDispatcherEmpty();
+    return;
+  }
+  Bound receiver = bindUdp(Domain::Inet6);
+  Bound sender = bindUdp(Domain::Inet6);
+  char buf[16];
+  sockaddr_storage from{};
+  socklen_t fromLen = sizeof from;
+  Future<int> received =
+      recvFromInto(receiver.fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from), &fromLen);
+  waitWithin(sendTo(sender.fd, "v6", 2, addressOf(receiver), receiver.len));
+  CHECK(waitWithin(received) == 2);
+  CHECK(from.ss_family == AF_INET6);
+  closeSocket(receiver.fd);
+  closeSocket(sender.fd);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("sendTo: the destination is copied at the call") {
+  Bound receiver = bindUdp();
+  Bound sender = bindUdp();
+  Future<void> sent;
+  {
+    sockaddr_storage scratch = receiver.addr;
+    sent =
+        sendTo(sender.fd, "copied", 6, reinterpret_cast<const sockaddr*>(&scratch), receiver.len);
+    std::memset(&scratch, 0, sizeof scratch); // what the caller does with it afterwards
+  }
+  waitWithin(sent);
+  char buf[16];
+  sockaddr_storage from{};
+  socklen_t fromLen = sizeof from;
+  CHECK(waitWithin(recvFromInto(receiver.fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from),
+                                &fromLen)) == 6);
+  closeSocket(receiver.fd);
+  closeSocket(sender.fd);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("recvFromInto: misuse throws ValueError at the call") {
+  Bound b = bindUdp();
+  char buf[8];
+  sockaddr_storage from{};
+  socklen_t fromLen = sizeof from;
+  auto* fromAddr = reinterpret_cast<sockaddr*>(&from);
+  CHECK_THROWS_AS(recvFromInto(AsyncFD(987), buf, sizeof buf, fromAddr, &fromLen), ValueError);
+  CHECK_THROWS_AS(recvFromInto(b.fd, buf, 0, fromAddr, &fromLen), ValueError);
+  CHECK_THROWS_AS(recvFromInto(b.fd, buf, sizeof buf, nullptr, &fromLen), ValueError);
+  CHECK_THROWS_AS(sendTo(AsyncFD(987), "x", 1, addressOf(b), b.len), ValueError);
+  CHECK_THROWS_AS(sendTo(b.fd, "x", 1, addressOf(b), 0), ValueError);
+  closeSocket(b.fd);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("recvFromInto: closeSocket fails a pending receive once with EBADF") {
+  Bound b = bindUdp();
+  char buf[8];
+  sockaddr_storage from{};
+  socklen_t fromLen = sizeof from;
+  Future<int> received =
+      recvFromInto(b.fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from), &fromLen);
+  closeSocket(b.fd);
+  REQUIRE(received.failed());
+  const OSError e = osErrorOf(received);
+  CHECK(e.code() == std::errc::bad_file_descriptor);
+  CHECK(std::string(e.what()).find("recvFromInto") != std::string::npos);
+  CHECK(std::string(e.what()).find("closed") != std::string::npos);
+  runDry();
+  checkDispatcherEmpty();
+}
