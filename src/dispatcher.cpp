@@ -129,7 +129,25 @@ void processTimers(DispatcherBase& p) {
     p.timers.front() = std::move(p.timers.back());
     p.timers.pop_back();
     if (!p.timers.empty()) siftDown(p.timers, 0);
-    if (!fut.finished()) fut.complete(); // only queues its callbacks; nothing runs here
+    if (!fut.finished()) {
+      fut.complete(); // only queues its callbacks; nothing runs here
+    } else if (p.cancelledTimers > 0) {
+      --p.cancelledTimers;
+    }
+  }
+}
+
+void cancelTimer(const Future<void>& timer) {
+  if (timer.finished()) return;
+  DispatcherBase& p = currentDispatcher();
+  timer.clearCallbacks(); // withTimeout's own, and any a user added: none will run
+  timer.fail(CancelledError("sleepAsync: timer cancelled"));
+  if (++p.cancelledTimers * 2 < p.timers.size()) return;
+  // Half the heap is dead: rebuild it from the live entries (amortised O(1) per cancel).
+  std::erase_if(p.timers, [](const TimerEntry& t) { return t.fut.finished(); });
+  p.cancelledTimers = 0;
+  for (std::size_t i = p.timers.size() / kArity + 1; i-- > 0;) {
+    if (i < p.timers.size()) siftDown(p.timers, i);
   }
 }
 

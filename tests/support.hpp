@@ -41,6 +41,7 @@ inline void checkDispatcherEmpty() {
   p->suspended.destroyAll();
   p->callbacks.clear();
   p->timers.clear();
+  p->cancelledTimers = 0;
   for (auto& key : p->selector.fds) {
     if (key.fd != InvalidIdent) closeSocket(AsyncFD(key.fd));
   }

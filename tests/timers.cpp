@@ -247,3 +247,87 @@ TEST_CASE("hasPendingOperations: true while a timer is pending, false once it fi
   CHECK_FALSE(hasPendingOperations());
   checkDispatcherEmpty();
 }
+
+TEST_CASE("withTimeout: true when the future finishes first, and its timer leaves the loop "
+          "(beyond Nim)") {
+  Future<int> fut = newFuture<int>();
+  Future<bool> inTime = withTimeout(fut, 60000);
+  callSoon([fut] { fut.complete(7); });
+  CHECK(waitWithin(inTime) == true);
+  CHECK(fut.read() == 7);
+  CHECK(getGlobalDispatcher()->timers.empty()); // Nim keeps it for the whole 60 s
+  CHECK_FALSE(hasPendingOperations());
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("withTimeout: false when the timer fires first, and the future keeps running") {
+  Future<int> fut = newFuture<int>();
+  const Clock::time_point start = Clock::now();
+  Future<bool> inTime = withTimeout(fut, 20);
+  CHECK(waitWithin(inTime) == false);
+  CHECK(msSince(start) >= 20);
+  CHECK_FALSE(fut.finished());
+  fut.complete(1); // a late completion changes nothing
+  runDry();
+  CHECK(inTime.read() == false);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("withTimeout: a failure of the future fails the result with the same type") {
+  Future<int> fut = newFuture<int>();
+  Future<bool> inTime = withTimeout(fut, 60000);
+  fut.fail(IOError("boom"));
+  settle(inTime);
+  CHECK_THROWS_AS(inTime.read(), IOError);
+  CHECK_FALSE(hasPendingOperations());
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("withTimeout: keeps the callbacks the user attached (beyond Nim)") {
+  Future<int> fut = newFuture<int>();
+  bool userCallbackRan = false;
+  fut.addCallback([&] { userCallbackRan = true; });
+  Future<bool> inTime = withTimeout(fut, 60000);
+  fut.complete(1);
+  CHECK(waitWithin(inTime) == true);
+  CHECK(userCallbackRan);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("withTimeout: a finished future completes it on the next poll, not inline") {
+  Future<int> done = newFuture<int>();
+  done.complete(1);
+  Future<bool> inTime = withTimeout(done, 60000);
+  CHECK_FALSE(inTime.finished());
+  poll(0);
+  REQUIRE(inTime.finished());
+  CHECK(inTime.read() == true);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("withTimeout: many futures that finish at once leave the timers heap where it was "
+          "(beyond Nim)") {
+  Future<int> done = newFuture<int>();
+  done.complete(1);
+  std::size_t largest = 0;
+  for (int i = 1; i <= 100000; ++i) {
+    (void)withTimeout(done, 60000);
+    if (i % 1000 == 0) {
+      poll(0);
+      largest = std::max(largest, getGlobalDispatcher()->timers.size());
+    }
+  }
+  runDry();
+  // At most the timers of two batches live at once: the dead are dropped as they pile up.
+  CHECK(largest <= 2000);
+  CHECK(getGlobalDispatcher()->timers.size() <= 1);
+  CHECK_FALSE(hasPendingOperations());
+  getGlobalDispatcher()->timers.clear();
+  getGlobalDispatcher()->cancelledTimers = 0;
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("withTimeout: a nil future throws ValueError") {
+  CHECK_THROWS_AS(withTimeout(Future<int>(), 10), ValueError);
+  checkDispatcherEmpty();
+}

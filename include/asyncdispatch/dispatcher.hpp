@@ -33,6 +33,10 @@ struct DispatcherBase {
   // that is by creation order: two timers due at the same instant fire in the order they were
   // made.
   std::vector<TimerEntry> timers;
+  // Not in Nim's drawing: how many entries of `timers` belong to cancelled timers (withTimeout's
+  // losing timer). They are skipped when they come to the top, and the heap is rebuilt without
+  // them once they are half of it, so finished withTimeouts do not hold the heap's memory.
+  std::size_t cancelledTimers = 0;
   // The callSoon queue: future callbacks and callSoon'd functions, run in FIFO order by poll.
   std::deque<detail::UniqueFunction<void()>> callbacks;
 };
@@ -59,6 +63,35 @@ void callSoon(F&& cb) {
 // negative is due at once and completes on the next poll.
 Future<void> sleepAsync(int ms);
 Future<void> sleepAsync(double ms);
+
+namespace detail {
+// Takes a sleepAsync timer out of the loop: its callbacks are dropped and its entry no longer
+// counts as pending (see DispatcherBase::cancelledTimers).
+void cancelTimer(const Future<void>& timer);
+} // namespace detail
+
+// Nim's withTimeout: true if fut finishes within ms, false otherwise (fut keeps running). A
+// failure of fut fails the result. Beyond Nim, the callbacks are appended (a user's stay) and
+// when fut wins its timer leaves the loop at once: it no longer counts as pending.
+template <class T>
+Future<bool> withTimeout(Future<T> fut, int ms) {
+  if (fut.isNil()) throw ValueError("withTimeout: Future is nil");
+  Future<bool> ret = newFuture<bool>("withTimeout");
+  Future<void> timer = sleepAsync(ms);
+  fut.addCallback([ret, timer](Future<T> f) {
+    if (ret.finished()) return;
+    detail::cancelTimer(timer);
+    if (f.failed()) {
+      ret.fail(f.readError());
+    } else {
+      ret.complete(true);
+    }
+  });
+  timer.addCallback([ret] {
+    if (!ret.finished()) ret.complete(false);
+  });
+  return ret;
+}
 
 // Nim's poll: one pass of the loop (see poll.cpp for its phases). ValueError("No handles or
 // timers registered in dispatcher.") when there is nothing to wait for.

@@ -44,4 +44,10 @@ public:
   using std::runtime_error::runtime_error;
 };
 
+// Beyond Nim (as in chronos): what a cancelled operation fails with.
+class CancelledError : public IOError {
+public:
+  using IOError::IOError;
+};
+
 } // namespace asyncdispatch

@@ -240,6 +240,10 @@ public:
     fail(std::make_exception_ptr(error));
   }
 
+  // Nim's clearCallbacks: drops every callback the future has (a coroutine waiting on it is
+  // destroyed with its continuation).
+  void clearCallbacks() const { state().callbacks.clear(); }
+
   // The name given to newFuture (or the coroutine's), and the creation-order id, as Nim reports.
   const char* fromProc() const { return state().fromProc; }
   std::uint64_t id() const { return state().id; }

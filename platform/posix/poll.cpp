@@ -166,7 +166,7 @@ void addWrite(AsyncFD fd, Callback cb) {
 
 bool hasPendingOperations() {
   const Dispatcher& p = detail::currentDispatcher();
-  return p.selector.count != 0 || !p.timers.empty() || !p.callbacks.empty();
+  return p.selector.count != 0 || p.timers.size() > p.cancelledTimers || !p.callbacks.empty();
 }
 
 int activeDescriptors() {
@@ -235,7 +235,7 @@ void dumpDispatcher(std::ostream& os, const PDispatcher& disp) {
     char offset[32];
     std::snprintf(offset, sizeof offset, "%s %.1f ms", inMs < 0 ? "-" : "+", std::abs(inMs));
     os << sep << "    (finishAt: now " << offset << ", fut: Future[void] #" << t->fut.id()
-       << " from " << t->fut.fromProc() << ")";
+       << " from " << t->fut.fromProc() << (t->fut.finished() ? ", cancelled" : "") << ")";
     sep = ",\n";
   }
   os << (sorted.empty() ? "]\n" : "\n  ]\n");
