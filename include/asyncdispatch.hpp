@@ -9,3 +9,4 @@
 #include "asyncdispatch/dispatcher.hpp"
 #include "asyncdispatch/backend.hpp"
 #include "asyncdispatch/net.hpp"
+#include "asyncdispatch/stream.hpp"
