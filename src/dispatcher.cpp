@@ -131,8 +131,8 @@ void processTimers(DispatcherBase& p) {
     if (!p.timers.empty()) siftDown(p.timers, 0);
     if (!fut.finished()) {
       fut.complete(); // only queues its callbacks; nothing runs here
-    } else if (p.cancelledTimers > 0) {
-      --p.cancelledTimers;
+    } else if (fut.failed() && p.cancelledTimers > 0) {
+      --p.cancelledTimers; // cancelTimer fails the timers it cancels
     }
   }
 }
@@ -144,7 +144,7 @@ void cancelTimer(const Future<void>& timer) {
   timer.fail(CancelledError("sleepAsync: timer cancelled"));
   if (++p.cancelledTimers * 2 < p.timers.size()) return;
   // Half the heap is dead: rebuild it from the live entries (amortised O(1) per cancel).
-  std::erase_if(p.timers, [](const TimerEntry& t) { return t.fut.finished(); });
+  std::erase_if(p.timers, [](const TimerEntry& t) { return t.fut.failed(); });
   p.cancelledTimers = 0;
   for (std::size_t i = p.timers.size() / kArity + 1; i-- > 0;) {
     if (i < p.timers.size()) siftDown(p.timers, i);

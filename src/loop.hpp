@@ -25,6 +25,11 @@ void processPendingCallbacks(DispatcherBase& p);
 // operation completes at once still yields to the loop (the fairness guard of optimistic I/O).
 bool takeSynchronousTurn() noexcept;
 
+// The OS's descriptor behind an AsyncFD.
+inline SocketHandle handle(AsyncFD fd) noexcept {
+  return static_cast<SocketHandle>(fd);
+}
+
 // "recv(fd 7)": how errors name the operation and the descriptor.
 std::string where(const char* op, AsyncFD fd);
 

@@ -34,22 +34,32 @@ const sockaddr* addressOf(const Bound& b) {
   return reinterpret_cast<const sockaddr*>(&b.addr);
 }
 
+// Where one recvFromInto puts a datagram and its sender; it must outlive the receive.
+struct Inbox {
+  char buf[64];
+  sockaddr_storage from{};
+  socklen_t fromLen = sizeof(sockaddr_storage);
+
+  Future<int> receive(AsyncFD fd) {
+    fromLen = sizeof from;
+    return recvFromInto(fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from), &fromLen);
+  }
+  std::string text(int n) const { return std::string(buf, static_cast<std::size_t>(n)); }
+};
+
 } // namespace
 
 TEST_CASE("recvFromInto: receives a datagram and who sent it") {
   Bound receiver = bindUdp();
   Bound sender = bindUdp();
-  char buf[64];
-  sockaddr_storage from{};
-  socklen_t fromLen = sizeof from;
-  Future<int> received =
-      recvFromInto(receiver.fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from), &fromLen);
+  Inbox inbox;
+  Future<int> received = inbox.receive(receiver.fd);
   CHECK_FALSE(received.finished());
   waitWithin(sendTo(sender.fd, "hello", 5, addressOf(receiver), receiver.len));
   CHECK(waitWithin(received) == 5);
-  CHECK(std::string(buf, 5) == "hello");
-  REQUIRE(fromLen == sender.len);
-  CHECK(std::memcmp(&from, &sender.addr, fromLen) == 0);
+  CHECK(inbox.text(5) == "hello");
+  REQUIRE(inbox.fromLen == sender.len);
+  CHECK(std::memcmp(&inbox.from, &sender.addr, inbox.fromLen) == 0);
   closeSocket(receiver.fd);
   closeSocket(sender.fd);
   checkDispatcherEmpty();
@@ -61,14 +71,9 @@ TEST_CASE("sendTo: datagrams keep their boundaries and their order") {
   for (const char* message : {"one", "two!", "three"})
     waitWithin(sendTo(sender.fd, message, static_cast<int>(std::strlen(message)),
                       addressOf(receiver), receiver.len));
-  for (const char* expected : {"one", "two!", "three"}) {
-    char buf[64];
-    sockaddr_storage from{};
-    socklen_t fromLen = sizeof from;
-    const int n = waitWithin(
-        recvFromInto(receiver.fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from), &fromLen));
-    CHECK(std::string(buf, n) == expected);
-  }
+  Inbox inbox;
+  for (const char* expected : {"one", "two!", "three"})
+    CHECK(inbox.text(waitWithin(inbox.receive(receiver.fd))) == expected);
   closeSocket(receiver.fd);
   closeSocket(sender.fd);
   checkDispatcherEmpty();
@@ -79,14 +84,10 @@ TEST_CASE("recvFromInto: a zero-length datagram is data, not the end of a stream
   Bound sender = bindUdp();
   waitWithin(sendTo(sender.fd, nullptr, 0, addressOf(receiver), receiver.len));
   waitWithin(sendTo(sender.fd, "after", 5, addressOf(receiver), receiver.len));
-  char buf[16];
-  sockaddr_storage from{};
-  socklen_t fromLen = sizeof from;
-  auto* fromAddr = reinterpret_cast<sockaddr*>(&from);
-  CHECK(waitWithin(recvFromInto(receiver.fd, buf, sizeof buf, fromAddr, &fromLen)) == 0);
-  fromLen = sizeof from;
-  CHECK(waitWithin(recvFromInto(receiver.fd, buf, sizeof buf, fromAddr, &fromLen)) == 5);
-  CHECK(std::string(buf, 5) == "after"); // the socket still delivers after the empty one
+  Inbox inbox;
+  CHECK(waitWithin(inbox.receive(receiver.fd)) == 0);
+  CHECK(waitWithin(inbox.receive(receiver.fd)) == 5);
+  CHECK(inbox.text(5) == "after"); // the socket still delivers after the empty one
   closeSocket(receiver.fd);
   closeSocket(sender.fd);
   checkDispatcherEmpty();
@@ -100,14 +101,11 @@ TEST_CASE("sendTo: works over IPv6") {
   }
   Bound receiver = bindUdp(Domain::Inet6);
   Bound sender = bindUdp(Domain::Inet6);
-  char buf[16];
-  sockaddr_storage from{};
-  socklen_t fromLen = sizeof from;
-  Future<int> received =
-      recvFromInto(receiver.fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from), &fromLen);
+  Inbox inbox;
+  Future<int> received = inbox.receive(receiver.fd);
   waitWithin(sendTo(sender.fd, "v6", 2, addressOf(receiver), receiver.len));
   CHECK(waitWithin(received) == 2);
-  CHECK(from.ss_family == AF_INET6);
+  CHECK(inbox.from.ss_family == AF_INET6);
   closeSocket(receiver.fd);
   closeSocket(sender.fd);
   checkDispatcherEmpty();
@@ -124,11 +122,8 @@ TEST_CASE("sendTo: the destination is copied at the call") {
     std::memset(&scratch, 0, sizeof scratch); // what the caller does with it afterwards
   }
   waitWithin(sent);
-  char buf[16];
-  sockaddr_storage from{};
-  socklen_t fromLen = sizeof from;
-  CHECK(waitWithin(recvFromInto(receiver.fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from),
-                                &fromLen)) == 6);
+  Inbox inbox;
+  CHECK(waitWithin(inbox.receive(receiver.fd)) == 6);
   closeSocket(receiver.fd);
   closeSocket(sender.fd);
   checkDispatcherEmpty();
@@ -151,11 +146,8 @@ TEST_CASE("recvFromInto: misuse throws ValueError at the call") {
 
 TEST_CASE("recvFromInto: closeSocket fails a pending receive once with EBADF") {
   Bound b = bindUdp();
-  char buf[8];
-  sockaddr_storage from{};
-  socklen_t fromLen = sizeof from;
-  Future<int> received =
-      recvFromInto(b.fd, buf, sizeof buf, reinterpret_cast<sockaddr*>(&from), &fromLen);
+  Inbox inbox;
+  Future<int> received = inbox.receive(b.fd);
   closeSocket(b.fd);
   REQUIRE(received.failed());
   const OSError e = osErrorOf(received);

@@ -21,6 +21,7 @@ namespace asyncdispatch {
 
 namespace {
 
+using detail::handle;
 using detail::where;
 
 // Linux and the BSDs take MSG_NOSIGNAL per call; macOS has only the SO_NOSIGPIPE socket option,
@@ -30,10 +31,6 @@ constexpr int kNoSignal = MSG_NOSIGNAL;
 #else
 constexpr int kNoSignal = 0;
 #endif
-
-SocketHandle handle(AsyncFD fd) {
-  return static_cast<SocketHandle>(fd);
-}
 
 int nativeDomain(Domain d) {
   switch (d) {
@@ -266,19 +263,23 @@ bool sendSome(const Future<void>& fut, AsyncFD fd, const char* data, int size, i
   return true;
 }
 
-// Beyond Nim, a send first tries to write at once (the socket nearly always has room), unless
-// another send is already waiting on fd (bytes must leave in order) or this pass has used up its
-// synchronous completions (so a coroutine that sends in a loop cannot starve the others). True
-// when the future is finished; false when the rest must wait for writability.
+// Beyond Nim, send and sendTo first try to write at once (the socket nearly always has room),
+// unless another write is already waiting on fd (bytes must leave in order) or this pass has used
+// up its synchronous completions (so a coroutine that sends in a loop cannot starve the others).
+bool mayWriteNow(AsyncFD fd) {
+  return detail::currentDispatcher().selector.getData(handle(fd)).writeCBs.empty() &&
+         detail::takeSynchronousTurn();
+}
+
+// A send's first attempt. True when the future is finished; false when the rest must wait for
+// writability.
 bool sendNow(const Future<void>& fut, AsyncFD fd, const char* data, int size, int& written,
              SocketFlags flags) {
   if (size == 0) {
     fut.complete();
     return true;
   }
-  if (!detail::currentDispatcher().selector.getData(handle(fd)).writeCBs.empty()) return false;
-  if (!detail::takeSynchronousTurn()) return false;
-  return sendSome(fut, fd, data, size, written, flags);
+  return mayWriteNow(fd) && sendSome(fut, fd, data, size, written, flags);
 }
 
 Future<std::string> readLine(AsyncFD socket) {
@@ -438,10 +439,7 @@ Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* 
     retFuture.complete(); // a datagram leaves whole or not at all
     return true;
   };
-  // Like send, a datagram is first tried at once (see sendNow).
-  const bool nobodyWaiting =
-      detail::currentDispatcher().selector.getData(handle(socket)).writeCBs.empty();
-  if (nobodyWaiting && detail::takeSynchronousTurn() && sendOne(socket)) return retFuture;
+  if (mayWriteNow(socket) && sendOne(socket)) return retFuture;
   addWrite(socket, std::move(sendOne));
   return retFuture;
 }

@@ -19,16 +19,14 @@ namespace asyncdispatch {
 
 namespace {
 
+using detail::handle;
+
 // Which descriptor is being abandoned by closeSocket/unregister, and why (see abandonReason).
 struct Abandoning {
   AsyncFD fd{-1};
   const char* why = nullptr;
 };
 thread_local Abandoning abandoning;
-
-SocketHandle handle(AsyncFD fd) {
-  return static_cast<SocketHandle>(fd);
-}
 
 Selector<PData>& selector() {
   return detail::currentDispatcher().selector;
@@ -235,7 +233,7 @@ void dumpDispatcher(std::ostream& os, const PDispatcher& disp) {
     char offset[32];
     std::snprintf(offset, sizeof offset, "%s %.1f ms", inMs < 0 ? "-" : "+", std::abs(inMs));
     os << sep << "    (finishAt: now " << offset << ", fut: Future[void] #" << t->fut.id()
-       << " from " << t->fut.fromProc() << (t->fut.finished() ? ", cancelled" : "") << ")";
+       << " from " << t->fut.fromProc() << (t->fut.failed() ? ", cancelled" : "") << ")";
     sep = ",\n";
   }
   os << (sorted.empty() ? "]\n" : "\n  ]\n");
