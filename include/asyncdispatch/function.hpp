@@ -60,6 +60,16 @@ public:
 
   explicit operator bool() const noexcept { return ops_ != nullptr; }
 
+  // The stored callable if it is an inline `Fn`, else nullptr (std::function::target, for the
+  // inline case only).
+  template <class Fn>
+  Fn* target() noexcept {
+    if constexpr (fitsInline<Fn>) {
+      if (ops_ == &inlineOps<Fn>) return std::launder(reinterpret_cast<Fn*>(storage_));
+    }
+    return nullptr;
+  }
+
   R operator()(Args... args) { return ops_->call(storage_, std::forward<Args>(args)...); }
 
   void reset() noexcept {

@@ -41,37 +41,48 @@ inline std::uint64_t nextFutureId() noexcept {
 }
 
 // A future's callbacks, in the order they were added. Nearly every future has exactly one (the
-// coroutine that awaits it), so the first is kept inline and only a second one allocates.
+// coroutine that awaits it), so one slot holds it inline; a second callback moves both into a
+// vector, which then takes the slot's place (a `Many`), so the list costs one callable's room.
 class CallbackList {
 public:
-  bool empty() const noexcept { return !first_; }
+  bool empty() const noexcept { return !slot_; }
   void push(UniqueFunction<void()> cb) {
-    if (!first_) {
-      first_ = std::move(cb);
+    if (!slot_) {
+      slot_ = std::move(cb);
+    } else if (Many* many = slot_.target<Many>()) {
+      many->list->push_back(std::move(cb));
     } else {
-      if (!rest_) rest_ = std::make_unique<std::vector<UniqueFunction<void()>>>();
-      rest_->push_back(std::move(cb));
+      Many two{std::make_unique<std::vector<UniqueFunction<void()>>>()};
+      two.list->reserve(2);
+      two.list->push_back(std::move(slot_));
+      two.list->push_back(std::move(cb));
+      slot_ = std::move(two);
     }
   }
-  void clear() noexcept {
-    first_.reset();
-    rest_.reset();
-  }
+  void clear() noexcept { slot_.reset(); }
   // Hands every callback, in order, to `take`, and leaves the list empty.
   template <class F>
   void takeAll(F&& take) {
-    if (!first_) return;
-    take(std::move(first_));
-    first_.reset();
-    if (!rest_) return;
-    std::unique_ptr<std::vector<UniqueFunction<void()>>> rest = std::move(rest_);
-    for (UniqueFunction<void()>& cb : *rest)
-      take(std::move(cb));
+    if (!slot_) return;
+    UniqueFunction<void()> taken = std::move(slot_);
+    if (Many* many = taken.target<Many>()) {
+      for (UniqueFunction<void()>& cb : *many->list)
+        take(std::move(cb));
+    } else {
+      take(std::move(taken));
+    }
   }
 
 private:
-  UniqueFunction<void()> first_;
-  std::unique_ptr<std::vector<UniqueFunction<void()>>> rest_; // one pointer while unused
+  // Two or more callbacks; calling it runs them in order (takeAll hands them out one by one).
+  struct Many {
+    std::unique_ptr<std::vector<UniqueFunction<void()>>> list;
+    void operator()() {
+      for (UniqueFunction<void()>& cb : *list)
+        cb();
+    }
+  };
+  UniqueFunction<void()> slot_;
 };
 
 // The part of a future's state that does not depend on T. Its memory comes from the thread's

@@ -195,8 +195,10 @@ void poll(int timeout) {
   const int wait = detail::adjustTimeout(p, timeout);
 
   // 2. Wait for readiness (into an array made once per thread, not 64 keys built per pass).
+  // With nothing armed and no time to wait there is nothing to ask the kernel (libuv skips
+  // the call too): a pass that only runs callbacks makes no system call.
   thread_local std::array<ReadyKey, 64> keys;
-  const int ready = p.selector.selectInto(wait, keys);
+  const int ready = wait == 0 && p.selector.count == 0 ? 0 : p.selector.selectInto(wait, keys);
 
   // 3. Run the callbacks of each ready descriptor (they complete futures: callbacks get queued).
   for (int i = 0; i < ready; ++i)
