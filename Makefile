@@ -1,10 +1,14 @@
 # The one build of asyncdispatch for C++.
 #
-#   make              the library (build/lib/libasyncdispatch.a), the demo and the echo server
+#   make              the library (build/lib/libasyncdispatch.a), the demo, the echo server and
+#                     the examples
 #   make run          build and run the demo
 #   make test         build and run the test suite (installs doctest-dev when root)
+#   make test-nopidfd the addProcess tests with ASYNCDISPATCH_NO_PIDFD=1 (the SIGCHLD fallback)
+#   make examples-check  run the examples in tools/examples/ and check that each does its job
 #   make check        everything CI runs: tests, tests under ASan+UBSan, tests built with clang,
-#                     each public header compiled alone, the stub backend compiled, formatting
+#                     each public header compiled alone, the stub backend compiled, formatting,
+#                     test-nopidfd and examples-check
 #   make format       clang-format every source file
 #   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
 #                     epoll floor (installs the Debian peers when root; ~11 min); writes
@@ -29,9 +33,11 @@ CXXFLAGS := -std=c++20 $(OPT) -Wall -Wextra -Wpedantic $(WERROR) $(SANITIZE) -Ii
 LDFLAGS  := $(SANITIZE)
 
 ifeq ($(BACKEND),epoll)
-PLATFORM_SRC := platform/linux/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp
+PLATFORM_SRC := platform/linux/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp \
+                platform/posix/events.cpp
 else ifeq ($(BACKEND),stub)
-PLATFORM_SRC := platform/stub/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp
+PLATFORM_SRC := platform/stub/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp \
+                platform/posix/events.cpp
 else
 $(error BACKEND=$(BACKEND) is not written yet: see the platform matrix in README.md)
 endif
@@ -42,12 +48,13 @@ LIB      := $(BUILD)/lib/libasyncdispatch.a
 TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/obj/%.o)
 TESTS    := $(BUILD)/bin/tests
-TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server
+TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server $(BUILD)/bin/reuseport_echo \
+            $(BUILD)/bin/supervisor
 HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
 DOCTEST  := /usr/include/doctest/doctest.h
 
-.PHONY: all run test test-run asan clang headers stub check format format-check clean \
-        bench bench-quick bench-peers bench-bins
+.PHONY: all run test test-run test-nopidfd examples-check asan clang headers stub check format \
+        format-check clean bench bench-quick bench-peers bench-bins
 .DEFAULT_GOAL := all
 
 all: $(LIB) $(TOOLS)
@@ -61,6 +68,10 @@ $(LIB): $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $< $(LIB) -o $@
+
+$(BUILD)/bin/%: $(BUILD)/obj/tools/examples/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $< $(LIB) -o $@
 
@@ -88,6 +99,14 @@ test: $(TESTS)
 
 test-run: test
 
+# The addProcess cases again, with the SIGCHLD fallback that kernels without pidfd_open get.
+test-nopidfd: $(TESTS)
+	ASYNCDISPATCH_NO_PIDFD=1 timeout 600 $(TESTS) --test-case='addProcess*'
+
+# The examples run for real: each is started, used or signalled, and must exit 0 in seconds.
+examples-check: $(BUILD)/bin/reuseport_echo $(BUILD)/bin/supervisor
+	bash tools/examples/check.sh $(BUILD)/bin
+
 # Without -Werror: g++ 12's -Wmaybe-uninitialized misfires on std::function inside std::regex
 # under the sanitizers; the same code is -Werror clean in the other builds.
 asan:
@@ -110,6 +129,8 @@ stub:
 check:
 	$(MAKE) format-check
 	$(MAKE) WERROR=-Werror all test headers
+	$(MAKE) WERROR=-Werror test-nopidfd
+	$(MAKE) WERROR=-Werror examples-check
 	$(MAKE) asan
 	$(MAKE) clang
 	$(MAKE) stub

@@ -9,4 +9,5 @@
 #include "asyncdispatch/dispatcher.hpp"
 #include "asyncdispatch/backend.hpp"
 #include "asyncdispatch/net.hpp"
+#include "asyncdispatch/events.hpp"
 #include "asyncdispatch/stream.hpp"

@@ -17,6 +17,8 @@ Future<void> connectToAny(AsyncFD socket, std::vector<detail::AddrInfo> addrs) {
     try {
       co_await detail::connectAddress(socket, target);
       co_return;
+    } catch (const CancelledError&) {
+      throw; // a cancelled connect tries no further address
     } catch (...) {
       last = std::current_exception();
     }
@@ -32,6 +34,9 @@ Future<AsyncFD> dialAny(std::vector<detail::AddrInfo> addrs, SockType sockType, 
     try {
       co_await detail::connectAddress(fd, target);
       co_return fd;
+    } catch (const CancelledError&) {
+      closeSocket(fd); // a cancelled dial tries no further address and leaves no socket behind
+      throw;
     } catch (...) {
       last = std::current_exception();
     }

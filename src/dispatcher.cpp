@@ -82,8 +82,27 @@ void siftDown(std::vector<TimerEntry>& heap, std::size_t i) {
   heap[i] = std::move(moving);
 }
 
+// How a sleepAsync timer is cancelled: it fails, and its entry stays in the heap, skipped when it
+// comes to the top, until the dead entries are half of the heap; then the heap is rebuilt
+// without them (amortised O(1) per cancel).
+struct TimerCanceller final : detail::Canceller {
+  void cancel(detail::FutureStateBase& timer) override {
+    DispatcherBase& p = detail::currentDispatcher();
+    timer.fail(std::make_exception_ptr(CancelledError("sleepAsync: cancelled")));
+    timer.cancelled = true; // a timer failed by hand still fires: only these entries are dead
+    if (++p.cancelledTimers * 2 < p.timers.size()) return;
+    std::erase_if(p.timers, [](const TimerEntry& t) { return detail::stateOf(t.fut).cancelled; });
+    p.cancelledTimers = 0;
+    for (std::size_t i = p.timers.size() / kArity + 1; i-- > 0;) {
+      if (i < p.timers.size()) siftDown(p.timers, i);
+    }
+  }
+};
+TimerCanceller timerCanceller;
+
 Future<void> addSleep(Clock::duration delay) {
   Future<void> fut = newFuture<void>("sleepAsync");
+  detail::stateOf(fut).setCancelHook(detail::CancelHook::object(&timerCanceller));
   std::vector<TimerEntry>& timers = detail::currentDispatcher().timers;
   timers.push_back(TimerEntry{Clock::now() + delay, fut});
   siftUp(timers, timers.size() - 1);
@@ -131,24 +150,29 @@ void processTimers(DispatcherBase& p) {
     if (!p.timers.empty()) siftDown(p.timers, 0);
     if (!fut.finished()) {
       fut.complete(); // only queues its callbacks; nothing runs here
-    } else if (fut.failed() && p.cancelledTimers > 0) {
-      --p.cancelledTimers; // cancelTimer fails the timers it cancels
+    } else if (stateOf(fut).cancelled) {
+      --p.cancelledTimers;
     }
   }
 }
 
 void cancelTimer(const Future<void>& timer) {
   if (timer.finished()) return;
-  DispatcherBase& p = currentDispatcher();
   timer.clearCallbacks(); // withTimeout's own, and any a user added: none will run
-  timer.fail(CancelledError("sleepAsync: timer cancelled"));
-  if (++p.cancelledTimers * 2 < p.timers.size()) return;
-  // Half the heap is dead: rebuild it from the live entries (amortised O(1) per cancel).
-  std::erase_if(p.timers, [](const TimerEntry& t) { return t.fut.failed(); });
-  p.cancelledTimers = 0;
-  for (std::size_t i = p.timers.size() / kArity + 1; i-- > 0;) {
-    if (i < p.timers.size()) siftDown(p.timers, i);
-  }
+  timer.cancel();
+}
+
+thread_local bool insidePass = false;
+
+PassGuard::PassGuard() {
+  if (insidePass)
+    throw ValueError("poll: called from a callback that poll is running (poll and waitFor "
+                     "cannot be nested; co_await the future instead)");
+  insidePass = true;
+}
+
+PassGuard::~PassGuard() {
+  insidePass = false;
 }
 
 bool takeSynchronousTurn() noexcept {

@@ -27,8 +27,48 @@ void FutureStateBase::scheduleCallbacks() {
 void FutureStateBase::fail(std::exception_ptr e) {
   checkNotFinished();
   if (!e) throw ValueError("fail: the exception_ptr is empty");
-  error = std::move(e);
-  finish();
+  ::new (&error_) std::exception_ptr(std::move(e));
+  finished = true;
+  if (!callbacks.empty()) scheduleCallbacks();
+}
+
+void FutureStateBase::cancel() {
+  if (finished) return;
+  const CancelHook hook = cancelHook_;
+  if (Canceller* c = hook.canceller()) {
+    c->cancel(*this);
+    return;
+  }
+  std::string what = fromProc;
+  if (hook.isDescriptor()) {
+    cancelWaiting(hook.fd(), *this);
+    what += "(fd " + std::to_string(hook.fd()) + ")";
+  }
+  fail(std::make_exception_ptr(CancelledError(what + ": cancelled")));
+}
+
+void CoroutineCanceller::cancel(FutureStateBase& own) {
+  (void)own; // the coroutine's own future fails when the cancellation unwinds the body
+  if (awaiting != nullptr && !awaiting->finished) {
+    FutureStateBase* awaited = awaiting;
+    ++awaited->refs; // cancelling may drop every other reference to it
+    awaited->cancel();
+    if (--awaited->refs == 0) delete awaited;
+  } else {
+    cancelRequested = true; // running, or its resumption is already queued
+  }
+}
+
+void addTracebackFrame(const std::exception_ptr& e, const char* coroutine) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (AsyncTraceback& traced) {
+    try {
+      traced.addFrame(coroutine);
+    } catch (...) { // out of memory: the error itself still goes through, without this frame
+    }
+  } catch (...) {
+  }
 }
 
 void FutureStateBase::addCallback(UniqueFunction<void()> cb) {
@@ -66,8 +106,8 @@ void SuspendedList::destroyAll() noexcept {
 
 std::exception_ptr FutureBase::readError() const {
   const detail::FutureStateBase& s = state();
-  if (!s.error) throw ValueError("No error in future.");
-  return s.error;
+  if (!s.failed()) throw ValueError("No error in future.");
+  return s.error();
 }
 
 void FutureBase::fail(std::exception_ptr error) const {

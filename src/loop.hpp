@@ -20,6 +20,16 @@ void processTimers(DispatcherBase& p);
 // Phase 5: run the callSoon queue (bounded: see dispatcher.cpp).
 void processPendingCallbacks(DispatcherBase& p);
 
+// Marks the thread as inside a pass of poll for its lifetime; a second one made meanwhile (poll
+// or waitFor called from a callback that poll is running) throws ValueError.
+class PassGuard {
+public:
+  PassGuard();
+  ~PassGuard();
+  PassGuard(const PassGuard&) = delete;
+  PassGuard& operator=(const PassGuard&) = delete;
+};
+
 // An operation may complete synchronously (without waiting for readiness) only while this returns
 // true: each callback phase allows kSynchronousTurnsPerPass of them, so a coroutine whose every
 // operation completes at once still yields to the loop (the fairness guard of optimistic I/O).

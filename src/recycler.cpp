@@ -20,6 +20,7 @@ struct Closer {
         recycler.head[c] = b->next;
         ::operator delete(b);
       }
+      recycler.count[c] = Recycler::kKeptPerClass; // full: freeBlock takes the slow path
     }
   }
 };

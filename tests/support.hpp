@@ -43,7 +43,17 @@ inline void checkDispatcherEmpty() {
   p->timers.clear();
   p->cancelledTimers = 0;
   for (auto& key : p->selector.fds) {
-    if (key.fd != InvalidIdent) closeSocket(AsyncFD(key.fd));
+    if (key.fd == InvalidIdent) continue;
+    // A timer, signal, process or event key's descriptor belongs to the library, which closes
+    // it (and restores a signal's mask) on unregister; a socket is the test's to close.
+    const bool libraryOwned =
+        key.events.contains(Event::Timer) || key.events.contains(Event::Signal) ||
+        key.events.contains(Event::Process) || key.events.contains(Event::User);
+    if (libraryOwned) {
+      unregister(AsyncFD(key.fd));
+    } else {
+      closeSocket(AsyncFD(key.fd));
+    }
   }
   p->callbacks.clear();
 }

@@ -9,6 +9,7 @@
 #include <deque>
 #include <iosfwd>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -65,9 +66,58 @@ Future<void> sleepAsync(int ms);
 Future<void> sleepAsync(double ms);
 
 namespace detail {
-// Takes a sleepAsync timer out of the loop: its callbacks are dropped and its entry no longer
-// counts as pending (see DispatcherBase::cancelledTimers).
+// Takes a sleepAsync timer out of the loop without running anything: its callbacks are dropped,
+// then it is cancelled (its entry no longer counts as pending: DispatcherBase::cancelledTimers).
 void cancelTimer(const Future<void>& timer);
+
+// withTimeout and wait: true if fut finishes within ms, false otherwise; a failure of fut fails
+// the result. When fut wins, its timer leaves the loop at once; when the timer wins, wait also
+// cancels fut. Cancelling the result takes the timer out (and, for wait, cancels fut).
+template <class T>
+struct TimerRace final : Canceller {
+  Future<bool> ret;
+  Future<void> timer;
+  Future<T> loser; // wait's fut, cancelled if the timer wins; nil for withTimeout
+
+  TimerRace() = default;
+  TimerRace(const TimerRace&) = delete;
+  TimerRace& operator=(const TimerRace&) = delete;
+  // Gone while ret is pending (its dispatcher was destroyed): ret must not point back here.
+  ~TimerRace() {
+    if (!ret.isNil() && !ret.finished()) stateOf(ret).setCancelHook(CancelHook());
+  }
+
+  void cancel(FutureStateBase&) override {
+    cancelTimer(timer);
+    if (!loser.isNil()) loser.cancel();
+    if (!ret.finished()) ret.fail(CancelledError(std::string(ret.fromProc()) + ": cancelled"));
+  }
+};
+
+template <class T>
+Future<bool> raceTimer(const char* name, Future<T> fut, int ms, bool cancelLoser) {
+  if (fut.isNil()) throw ValueError(std::string(name) + ": Future is nil");
+  auto race = std::make_shared<TimerRace<T>>();
+  race->ret = newFuture<bool>(name);
+  race->timer = sleepAsync(ms);
+  if (cancelLoser) race->loser = fut;
+  stateOf(race->ret).setCancelHook(CancelHook::object(race.get()));
+  fut.addCallback([race](Future<T> f) {
+    if (race->ret.finished()) return;
+    cancelTimer(race->timer);
+    if (f.failed()) {
+      race->ret.fail(f.readError());
+    } else {
+      race->ret.complete(true);
+    }
+  });
+  race->timer.addCallback([race] {
+    if (race->ret.finished()) return;
+    race->ret.complete(false);
+    if (!race->loser.isNil()) race->loser.cancel();
+  });
+  return race->ret;
+}
 } // namespace detail
 
 // Nim's withTimeout: true if fut finishes within ms, false otherwise (fut keeps running). A
@@ -75,22 +125,14 @@ void cancelTimer(const Future<void>& timer);
 // when fut wins its timer leaves the loop at once: it no longer counts as pending.
 template <class T>
 Future<bool> withTimeout(Future<T> fut, int ms) {
-  if (fut.isNil()) throw ValueError("withTimeout: Future is nil");
-  Future<bool> ret = newFuture<bool>("withTimeout");
-  Future<void> timer = sleepAsync(ms);
-  fut.addCallback([ret, timer](Future<T> f) {
-    if (ret.finished()) return;
-    detail::cancelTimer(timer);
-    if (f.failed()) {
-      ret.fail(f.readError());
-    } else {
-      ret.complete(true);
-    }
-  });
-  timer.addCallback([ret] {
-    if (!ret.finished()) ret.complete(false);
-  });
-  return ret;
+  return detail::raceTimer("withTimeout", std::move(fut), ms, false);
+}
+
+// Beyond Nim: withTimeout that cancels fut when the timer wins, so the operation stops (DESIGN
+// §5's cancellation); fut then fails with CancelledError.
+template <class T>
+Future<bool> wait(Future<T> fut, int ms) {
+  return detail::raceTimer("wait", std::move(fut), ms, true);
 }
 
 // Nim's poll: one pass of the loop (see poll.cpp for its phases). ValueError("No handles or

@@ -5,43 +5,84 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <type_traits>
+#include <utility>
 
 namespace asyncdispatch {
 
+// Nim's async traceback: the coroutines an error passed through on its way out, innermost first.
+// A coroutine whose body lets an exception escape adds its name (addFrame), and what() shows the
+// chain after the message. Every error type of the library carries one; an application's own
+// error type gets the same by deriving from Traced<std::runtime_error> (or any std exception).
+// Exceptions of other types pass through coroutines unchanged.
+class AsyncTraceback {
+public:
+  // Appends "  <coroutine>" under an "Async traceback" heading (Nim's layout, innermost first).
+  virtual void addFrame(const char* coroutine) = 0;
+  // The chain so far, one coroutine per line; empty if the error left no coroutine yet.
+  virtual const std::string& traceback() const noexcept = 0;
+
+protected:
+  ~AsyncTraceback() = default;
+};
+
+template <class Base>
+class Traced : public Base, public AsyncTraceback {
+public:
+  template <class... Args>
+  requires(!(sizeof...(Args) == 1 && (std::is_base_of_v<Traced, std::remove_cvref_t<Args>> &&
+                                      ...))) explicit Traced(Args&&... args)
+      : Base(std::forward<Args>(args)...), text_(Base::what()) {}
+
+  const char* what() const noexcept override { return text_.c_str(); }
+  void addFrame(const char* coroutine) override {
+    if (trace_.empty()) text_ += "\nAsync traceback (innermost first):";
+    trace_ += std::string("  ") + coroutine + "\n";
+    text_ += std::string("\n  ") + coroutine;
+  }
+  const std::string& traceback() const noexcept override { return trace_; }
+
+protected:
+  // For a derived type whose message is not the base's (OSError's "<where>: <strerror>").
+  void setMessage(std::string message) { text_ = std::move(message); }
+
+private:
+  std::string text_;  // the message, then the traceback
+  std::string trace_; // the traceback alone
+};
+
 // Nim's OSError: an operating-system call failed. code() is the errno (Windows: the error code);
 // what() names the operation and the descriptor, e.g. "recv(fd 7): Connection reset by peer".
-class OSError : public std::system_error {
+class OSError : public Traced<std::system_error> {
 public:
   // what() is "<where>: <strerror(code)>".
   OSError(int code, const std::string& where)
-      : std::system_error(code, std::system_category(), where),
-        message_(where + ": " + std::system_category().message(code)) {}
+      : Traced(std::error_code(code, std::system_category()), where) {
+    setMessage(where + ": " + std::system_category().message(code));
+  }
   // what() is "<where>: <message>", for errors whose text says more than strerror would.
   OSError(int code, const std::string& where, const std::string& message)
-      : std::system_error(code, std::system_category(), where), message_(where + ": " + message) {}
-
-  const char* what() const noexcept override { return message_.c_str(); }
-
-private:
-  std::string message_;
+      : Traced(std::error_code(code, std::system_category()), where) {
+    setMessage(where + ": " + message);
+  }
 };
 
 // Nim's ValueError: a call was given something it cannot work with (misuse).
-class ValueError : public std::invalid_argument {
+class ValueError : public Traced<std::invalid_argument> {
 public:
-  using std::invalid_argument::invalid_argument;
+  using Traced::Traced;
 };
 
 // Nim's FutureError: a future was completed or failed more than once.
-class FutureError : public std::logic_error {
+class FutureError : public Traced<std::logic_error> {
 public:
-  using std::logic_error::logic_error;
+  using Traced::Traced;
 };
 
 // Nim's IOError: an I/O operation could not go on, e.g. an address that does not resolve.
-class IOError : public std::runtime_error {
+class IOError : public Traced<std::runtime_error> {
 public:
-  using std::runtime_error::runtime_error;
+  using Traced::Traced;
 };
 
 // Beyond Nim (as in chronos): what a cancelled operation fails with.

@@ -60,6 +60,10 @@ public:
 
   explicit operator bool() const noexcept { return ops_ != nullptr; }
 
+  // Which future the callable works for, if its type says so with a member servedFuture() (the
+  // library's socket operations do), so that cancelling that future can find it in a list.
+  const void* servedFuture() const noexcept { return ops_ ? ops_->serves(storage_) : nullptr; }
+
   // The stored callable if it is an inline `Fn`, else nullptr (std::function::target, for the
   // inline case only).
   template <class Fn>
@@ -84,7 +88,18 @@ private:
     R (*call)(void* storage, Args&&... args);
     void (*relocate)(void* to, void* from) noexcept; // move into `to`, destroy `from`
     void (*destroy)(void* storage) noexcept;
+    const void* (*serves)(const void* storage) noexcept;
   };
+
+  template <class Fn>
+  static const void* servedBy(const Fn& f) noexcept {
+    if constexpr (requires { f.servedFuture(); }) {
+      return f.servedFuture();
+    } else {
+      (void)f;
+      return nullptr;
+    }
+  }
 
   template <class Fn>
   static constexpr bool fitsInline =
@@ -101,7 +116,8 @@ private:
         ::new (to) Fn(std::move(*f));
         f->~Fn();
       },
-      [](void* s) noexcept { std::launder(static_cast<Fn*>(s))->~Fn(); }};
+      [](void* s) noexcept { std::launder(static_cast<Fn*>(s))->~Fn(); },
+      [](const void* s) noexcept { return servedBy(*std::launder(static_cast<const Fn*>(s))); }};
 
   template <class Fn>
   static constexpr Ops heapOps{
@@ -109,7 +125,8 @@ private:
         return (**std::launder(static_cast<Fn**>(s)))(std::forward<Args>(args)...);
       },
       [](void* to, void* from) noexcept { ::new (to) Fn*(*std::launder(static_cast<Fn**>(from))); },
-      [](void* s) noexcept { delete *std::launder(static_cast<Fn**>(s)); }};
+      [](void* s) noexcept { delete *std::launder(static_cast<Fn**>(s)); },
+      [](const void* s) noexcept { return servedBy(**std::launder(static_cast<Fn* const*>(s))); }};
 
   alignas(void*) unsigned char storage_[kInlineSize];
   const Ops* ops_ = nullptr;

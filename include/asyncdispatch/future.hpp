@@ -26,6 +26,7 @@
 
 namespace asyncdispatch {
 
+class FutureBase;
 template <class T>
 class Future;
 
@@ -85,6 +86,46 @@ private:
   UniqueFunction<void()> slot_;
 };
 
+struct FutureStateBase;
+
+// What stops the operation behind a pending future when it is cancelled: the coroutine that will
+// complete it, its timer, a FutureStream it reads from. cancel() ends by failing the future with
+// CancelledError, or passes the cancellation on (a coroutine cancels what it awaits).
+class Canceller {
+public:
+  virtual void cancel(FutureStateBase& fut) = 0;
+
+protected:
+  ~Canceller() = default;
+};
+
+// The one word a pending future spends on cancellation: nothing, a Canceller, or the descriptor
+// whose callback list holds the operation (the backend takes it out: cancelWaiting).
+// Descriptors are stored shifted left with the low bit set; a Canceller's address is even.
+class CancelHook {
+public:
+  CancelHook() noexcept = default;
+  static CancelHook object(Canceller* c) noexcept {
+    return CancelHook(reinterpret_cast<std::uintptr_t>(c));
+  }
+  static CancelHook descriptor(std::intptr_t fd) noexcept {
+    return CancelHook((static_cast<std::uintptr_t>(fd) << 1) | 1);
+  }
+  bool isDescriptor() const noexcept { return (bits_ & 1) != 0; }
+  std::intptr_t fd() const noexcept { return static_cast<std::intptr_t>(bits_) >> 1; }
+  Canceller* canceller() const noexcept {
+    return isDescriptor() ? nullptr : reinterpret_cast<Canceller*>(bits_);
+  }
+
+private:
+  explicit CancelHook(std::uintptr_t bits) noexcept : bits_(bits) {}
+  std::uintptr_t bits_ = 0;
+};
+
+// Takes the callback that serves `fut` out of descriptor fd's lists (the backend's half of
+// cancelling an I/O operation; platform/*/poll.cpp). Returns false if none was found.
+bool cancelWaiting(std::intptr_t fd, const FutureStateBase& fut);
+
 // The part of a future's state that does not depend on T. Its memory comes from the thread's
 // recycler (recycler.hpp).
 struct FutureStateBase {
@@ -94,7 +135,9 @@ struct FutureStateBase {
   explicit FutureStateBase(const char* from) noexcept : fromProc(from), id(nextFutureId()) {}
   FutureStateBase(const FutureStateBase&) = delete;
   FutureStateBase& operator=(const FutureStateBase&) = delete;
-  virtual ~FutureStateBase() = default;
+  virtual ~FutureStateBase() {
+    if (finished) error_.~exception_ptr();
+  }
 
   // Nim's checkFinished: throws FutureError if the future already finished.
   void checkNotFinished() const {
@@ -102,10 +145,21 @@ struct FutureStateBase {
   }
   // Marks the future finished and moves its callbacks to the dispatcher's queue, in order.
   void finish() {
+    ::new (&error_) std::exception_ptr(); // no error: constexpr, no call into the runtime
     finished = true;
     if (!callbacks.empty()) scheduleCallbacks();
   }
   void fail(std::exception_ptr e);
+  // Finished with an error (the error is only there once the future has finished).
+  bool failed() const noexcept { return finished && error_ != nullptr; }
+  const std::exception_ptr& error() const noexcept { return error_; } // only once finished
+  // How cancel() stops the operation; only while pending.
+  void setCancelHook(CancelHook hook) noexcept {
+    if (!finished) cancelHook_ = hook;
+  }
+  // fut.cancel(): stops the operation and fails the future with CancelledError (or, for a
+  // coroutine, cancels what it awaits). Nothing if the future already finished.
+  void cancel();
   // Nim's addCallback: queued at once if the future already finished.
   void addCallback(UniqueFunction<void()> cb);
   [[noreturn]] void throwFinishedTwice() const;
@@ -116,9 +170,19 @@ struct FutureStateBase {
 
   std::uint32_t refs = 1; // not atomic: a future belongs to one thread's dispatcher
   bool finished = false;
+  bool cancelled = false; // failed by cancel() (a timer's entry is then dead: cancelledTimers)
   const char* fromProc;
   std::uint64_t id;
-  std::exception_ptr error;
+
+private:
+  // A pending future never has an error and a finished one has nothing left to cancel, so the
+  // two share a word (`finished` says which is there): every future pays for one, not both.
+  union {
+    CancelHook cancelHook_{};
+    std::exception_ptr error_;
+  };
+
+public:
   CallbackList callbacks;
 };
 
@@ -174,15 +238,37 @@ private:
 // The list of the thread's current dispatcher, where a coroutine that suspends is linked.
 SuspendedList& currentSuspendedList();
 
+// What a coroutine frame of ours knows to pass a cancellation on: the future it is suspended on
+// (not a counted reference: the frame holds that future, or whoever holds it owns the frame).
+// A cancel that finds the coroutine running is kept and thrown at its next suspension.
+class CoroutineCanceller : public Canceller {
+public:
+  void cancel(FutureStateBase& own) override;
+
+  FutureStateBase* awaiting = nullptr; // set by co_await on suspending, cleared on resuming
+  std::coroutine_handle<> self;        // the frame, as co_await last saw it
+  bool cancelRequested = false;
+
+protected:
+  ~CoroutineCanceller() = default;
+};
+
 // The continuation of a suspended coroutine, stored as a future callback and linked into the
 // dispatcher's suspended list until it runs. If it is destroyed without having run (the future it
-// waited for was dropped unfinished), it destroys the coroutine frame, so nothing leaks.
+// waited for was dropped unfinished), it destroys the coroutine frame, so nothing leaks. For a
+// coroutine of ours it holds the promise, which knows the frame and forgets what it awaited the
+// moment it resumes; for any other coroutine type, the frame's handle (low bit set).
 class ResumeCoroutine : public SuspendedLink {
 public:
-  explicit ResumeCoroutine(std::coroutine_handle<> h) : handle_(h) {
+  explicit ResumeCoroutine(std::coroutine_handle<> h)
+      : bits_(reinterpret_cast<std::uintptr_t>(h.address()) | 1) {
     currentSuspendedList().push(*this);
   }
-  ResumeCoroutine(ResumeCoroutine&& other) noexcept : handle_(std::exchange(other.handle_, {})) {
+  explicit ResumeCoroutine(CoroutineCanceller& ours)
+      : bits_(reinterpret_cast<std::uintptr_t>(&ours)) {
+    currentSuspendedList().push(*this);
+  }
+  ResumeCoroutine(ResumeCoroutine&& other) noexcept : bits_(std::exchange(other.bits_, 0)) {
     if (other.prev != nullptr) { // take the other's place in the list
       prev = std::exchange(other.prev, nullptr);
       next = std::exchange(other.next, nullptr);
@@ -193,24 +279,39 @@ public:
   ResumeCoroutine& operator=(ResumeCoroutine&&) = delete;
   ~ResumeCoroutine() {
     unlink();
-    if (handle_) handle_.destroy();
+    if (bits_ != 0) take().destroy();
   }
   void operator()() {
     unlink();
-    std::exchange(handle_, {}).resume();
+    take().resume();
   }
   // For SuspendedList::destroyAll: the frame, which this continuation no longer owns.
   std::coroutine_handle<> release() noexcept {
     unlink();
-    return std::exchange(handle_, {});
+    return take();
   }
 
 private:
-  std::coroutine_handle<> handle_;
+  std::coroutine_handle<> take() noexcept {
+    const std::uintptr_t bits = std::exchange(bits_, 0);
+    if ((bits & 1) != 0)
+      return std::coroutine_handle<>::from_address(
+          reinterpret_cast<void*>(bits & ~std::uintptr_t(1)));
+    auto* ours = reinterpret_cast<CoroutineCanceller*>(bits);
+    ours->awaiting = nullptr;
+    return ours->self;
+  }
+
+  std::uintptr_t bits_;
 };
 
 template <class T>
 struct Promise;
+template <class T>
+struct PromiseBase;
+
+// The state behind a future handle, for the library's own plumbing (cancel hooks).
+inline FutureStateBase& stateOf(const FutureBase& fut);
 
 } // namespace detail
 
@@ -240,7 +341,7 @@ public:
   // Nim's finished: completed or failed.
   bool finished() const { return state().finished; }
   // Nim's failed: finished with an error.
-  bool failed() const { return state().error != nullptr; }
+  bool failed() const { return state().failed(); }
   // Nim's readError: the stored exception; ValueError("No error in future.") if there is none.
   std::exception_ptr readError() const;
   // Nim's fail: finishes the future with an error and queues its callbacks.
@@ -250,6 +351,13 @@ public:
       const E& error) const {
     fail(std::make_exception_ptr(error));
   }
+
+  // Beyond Nim: stops the operation behind a pending future and fails it with CancelledError
+  // (derived from IOError): an I/O operation leaves its descriptor's list, a timer leaves
+  // `timers`, a FutureStream read leaves the stream. For a coroutine's future it cancels the
+  // future the coroutine awaits, so the error arrives at that co_await and unwinds it (or is
+  // caught there). Nothing happens to a finished future.
+  void cancel() const { state().cancel(); }
 
   // Nim's clearCallbacks: drops every callback the future has (a coroutine waiting on it is
   // destroyed with its continuation).
@@ -262,6 +370,7 @@ public:
   bool isNil() const noexcept { return state_ == nullptr; }
 
 protected:
+  friend detail::FutureStateBase& detail::stateOf(const FutureBase& fut);
   explicit FutureBase(detail::FutureStateBase* adopted) noexcept : state_(adopted) {}
   detail::FutureStateBase& state() const {
     if (!state_) throwNil();
@@ -277,8 +386,42 @@ private:
   }
 };
 
+inline detail::FutureStateBase& detail::stateOf(const FutureBase& fut) {
+  return fut.state();
+}
+
 template <class T>
 class Future : public FutureBase {
+  // What co_await of a future makes (C++ awaiter protocol).
+  struct Awaiter {
+    detail::FutureState<T>* s;
+
+    bool await_ready() const noexcept { return s->finished; }
+    // A coroutine of ours says what it awaits, so that cancelling it can cancel that. A cancel
+    // requested while it was running is delivered now, by cancelling what it is about to await
+    // (so that operation stops too), and arrives at this co_await on the next pass.
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> h) {
+      if constexpr (std::is_base_of_v<detail::CoroutineCanceller, P>) {
+        detail::CoroutineCanceller& c = h.promise();
+        c.awaiting = s;
+        c.self = h;
+        s->callbacks.push(detail::ResumeCoroutine(c));
+        if (c.cancelRequested) {
+          c.cancelRequested = false;
+          try {
+            s->cancel();
+          } catch (...) { // out of memory for the message: deliver it at the next suspension
+            c.cancelRequested = true;
+          }
+        }
+      } else {
+        s->callbacks.push(detail::ResumeCoroutine(h));
+      }
+    }
+    T await_resume() const { return readState(*s); }
+  };
+
 public:
   using value_type = T;
   using promise_type = detail::Promise<T>;
@@ -317,21 +460,14 @@ public:
     addCallback(std::forward<F>(cb));
   }
 
-  auto operator co_await() const {
-    struct Awaiter {
-      detail::FutureState<T>* s;
-      bool await_ready() const noexcept { return s->finished; }
-      void await_suspend(std::coroutine_handle<> h) const {
-        s->callbacks.push(detail::ResumeCoroutine(h));
-      }
-      T await_resume() const { return readState(*s); }
-    };
-    return Awaiter{&typedState()};
-  }
+  // Suspends the calling coroutine until the future finishes (nothing if it already has), then
+  // gives the value or throws the failure.
+  Awaiter operator co_await() const { return Awaiter{&typedState()}; }
 
 private:
   template <class U>
   friend Future<U> newFuture(const char* fromProc);
+  friend struct detail::PromiseBase<T>;
 
   explicit Future(detail::FutureState<T>* adopted) noexcept : FutureBase(adopted) {}
   detail::FutureState<T>& typedState() const {
@@ -339,8 +475,8 @@ private:
   }
 
   static T readState(const detail::FutureState<T>& s) {
-    if (s.error) std::rethrow_exception(s.error);
     if (!s.finished) throw ValueError("Future still in progress.");
+    if (s.error()) std::rethrow_exception(s.error());
     if constexpr (!std::is_void_v<T>) return *s.value;
   }
 
@@ -374,6 +510,9 @@ void asyncCheck(Future<T> fut) {
 
 namespace detail {
 
+// Adds `coroutine` to the async traceback of e if e's type carries one (AsyncTraceback).
+void addTracebackFrame(const std::exception_ptr& e, const char* coroutine) noexcept;
+
 // The name of the function a coroutine frame belongs to. __builtin_FUNCTION (GCC, clang, MSVC)
 // in a default argument is evaluated where the promise is made, that is inside the coroutine, so
 // a coroutine's future is named after its function, as Nim names an async proc's future. The
@@ -386,19 +525,37 @@ struct CoroutineName {
 // The coroutine side of Future<T>: the frame owns a reference to the result future, the body runs
 // at once (initial_suspend never suspends) and the frame frees itself when the body ends.
 template <class T>
-struct PromiseBase {
+struct PromiseBase : CoroutineCanceller {
   // Coroutine frames come from the thread's recycler too.
   static void* operator new(std::size_t size) { return allocateBlock(size); }
   static void operator delete(void* frame, std::size_t size) noexcept { freeBlock(frame, size); }
 
-  explicit PromiseBase(CoroutineName name) : future(newFuture<T>(name.value)) {}
+  explicit PromiseBase(CoroutineName name) : future(newStateFor(name.value, this)) {}
+  PromiseBase(const PromiseBase&) = delete;
+  PromiseBase& operator=(const PromiseBase&) = delete;
+  // A frame destroyed while suspended (its dispatcher went away) leaves its future pending:
+  // that future must not point back into the freed frame.
+  ~PromiseBase() { stateOf(future).setCancelHook(CancelHook()); }
 
   Future<T> future;
+
+  // The coroutine's future, made with its cancel hook pointing back at this frame.
+  static Future<T> newStateFor(const char* name, Canceller* frame) {
+    auto* state = new FutureState<T>(name);
+    state->setCancelHook(CancelHook::object(frame));
+    return Future<T>(state);
+  }
 
   Future<T> get_return_object() const noexcept { return future; }
   std::suspend_never initial_suspend() const noexcept { return {}; }
   std::suspend_never final_suspend() const noexcept { return {}; }
-  void unhandled_exception() const { future.fail(std::current_exception()); }
+  // The exception leaves the body: the coroutine's name joins its async traceback, and the
+  // coroutine's future fails with it.
+  void unhandled_exception() const {
+    std::exception_ptr e = std::current_exception();
+    addTracebackFrame(e, future.fromProc());
+    future.fail(std::move(e));
+  }
 };
 
 template <class T>

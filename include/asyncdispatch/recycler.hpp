@@ -26,7 +26,9 @@ struct Recycler {
 
   FreeBlock* head[kClasses];
   int count[kClasses];
-  bool closed; // the thread is exiting: blocks go back to the global heap
+  // The thread is exiting: blocks go back to the global heap. The fast paths need not look at
+  // it: closing empties every list and marks it full, so both take the slow path.
+  bool closed;
 
   static constexpr std::size_t sizeClass(std::size_t size) {
     return (size + kGranule - 1) / kGranule - 1;
@@ -42,7 +44,7 @@ void freeBlockSlow(void* block, std::size_t size) noexcept;
 
 // A block of at least `size` bytes, aligned for any type; freeBlock must get the same size.
 inline void* allocateBlock(std::size_t size) {
-  if (size != 0 && size <= Recycler::kLargest && !recycler.closed) {
+  if (size != 0 && size <= Recycler::kLargest) {
     const std::size_t c = Recycler::sizeClass(size);
     if (Recycler::FreeBlock* b = recycler.head[c]) {
       recycler.head[c] = b->next;
@@ -54,7 +56,7 @@ inline void* allocateBlock(std::size_t size) {
 }
 
 inline void freeBlock(void* block, std::size_t size) noexcept {
-  if (block != nullptr && size != 0 && size <= Recycler::kLargest && !recycler.closed) {
+  if (block != nullptr && size != 0 && size <= Recycler::kLargest) {
     const std::size_t c = Recycler::sizeClass(size);
     if (recycler.count[c] < Recycler::kKeptPerClass) {
       recycler.head[c] = ::new (block) Recycler::FreeBlock{recycler.head[c]};

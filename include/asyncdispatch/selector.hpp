@@ -50,32 +50,58 @@ struct ReadyKey {
 template <class T>
 class Selector;
 
+// Nim's SelectEvent: a user event a Selector can watch (registerEvent) and any thread can wake
+// (trigger). Each backend defines it over its kernel's primitive (eventfd, a pipe, port_send).
+class SelectEvent;
+
 // What the portable loop needs from a backend, in the order every backend implements it:
 //   Selector()               newSelector: open the kernel object (throws OSError)
-//   ~Selector()              close
+//   ~Selector()              close; also closes the kernel objects of registerTimer,
+//                            registerSignal and registerProcess still registered
 //   registerHandle(fd, ev, data)  start watching fd for ev (ev may be empty: registered, not armed)
 //   updateHandle(fd, ev)     change what fd is watched for
-//   unregister(fd)           forget fd (it is not closed)
+//   unregister(fd)           forget fd (it is not closed, unless the selector made it: a timer,
+//                            signal or process key's kernel object is closed)
+//   registerTimer(ms, oneshot, data)  a timer key firing every ms (once if oneshot); its fd
+//   registerSignal(sig, data)     a key reporting sig (blocked for this thread meanwhile); its fd
+//   registerProcess(pid, data)    a key reporting once that the child pid exited; its fd
+//   registerEvent(ev, data), unregister(ev)  watch or forget a SelectEvent
 //   selectInto(timeout, keys)     wait at most timeout ms (-1: forever) and fill keys; returns
-//                            how many; EINTR is zero keys, not an error
+//                            how many; EINTR is zero keys, not an error. Consumes what the
+//                            kernel queued for timer, signal and event keys; a oneshot timer
+//                            that fired and a process that exited report Finished and are
+//                            disarmed (no longer in count) until the loop unregisters them
 //   contains(fd), getData(fd)     the registry
 //   fds                      the table of SelectorKey<T>, indexed by descriptor (the drawing's)
 //   count                    armed registrations (non-empty event sets), Nim's `count`
 //   dump(os)                 print the kernel handle and the fds table in the drawing's notation
-// Misuse (registering twice, an unknown fd) throws ValueError naming the call and the fd.
-template <class S, class T = PData>
+// and of SelectEvent: its constructor (newSelectEvent), trigger() (safe from any thread; triggers
+// before the next selectInto coalesce), close() and getFd().
+// Misuse (registering twice, an unknown fd, a bad signal or pid) throws ValueError naming the call
+// and the value.
+template <class S, class T = PData, class E = SelectEvent>
 concept SelectorBackend = std::default_initializable<S> && !std::copy_constructible<S> &&
+                          std::default_initializable<E> && !std::copy_constructible<E> &&
                           requires(S & s, const S& cs, SocketHandle fd, EventSet events, T data,
-                                   int timeout, std::span<ReadyKey> keys, std::ostream& os) {
+                                   int timeout, bool oneshot, int value, E& ev, const E& cev,
+                                   std::span<ReadyKey> keys, std::ostream& os) {
   { s.registerHandle(fd, events, std::move(data)) } -> std::same_as<void>;
   { s.updateHandle(fd, events) } -> std::same_as<void>;
   { s.unregister(fd) } -> std::same_as<void>;
+  { s.registerTimer(timeout, oneshot, std::move(data)) } -> std::same_as<SocketHandle>;
+  { s.registerSignal(value, std::move(data)) } -> std::same_as<SocketHandle>;
+  { s.registerProcess(value, std::move(data)) } -> std::same_as<SocketHandle>;
+  { s.registerEvent(ev, std::move(data)) } -> std::same_as<void>;
+  { s.unregister(ev) } -> std::same_as<void>;
   { s.selectInto(timeout, keys) } -> std::same_as<int>;
   { cs.contains(fd) } -> std::same_as<bool>;
   { s.getData(fd) } -> std::same_as<T&>;
   { cs.count } -> std::convertible_to<int>;
   { cs.fds[0].data } -> std::convertible_to<const T&>;
   { cs.dump(os) } -> std::same_as<void>;
+  { cev.trigger() } -> std::same_as<void>;
+  { ev.close() } -> std::same_as<void>;
+  { cev.getFd() } -> std::same_as<SocketHandle>;
 };
 
 } // namespace asyncdispatch

@@ -53,10 +53,12 @@ public:
   }
 
   // Nim's read: (true, value) for the next value, (false, T{}) once the stream is complete and
-  // empty; fails with the stream's error. Beyond Nim, several pending reads are served in order.
+  // empty; fails with the stream's error. Beyond Nim, several pending reads are served in order,
+  // and cancelling a pending read takes it out of the line.
   Future<std::pair<bool, T>> read() const {
     State& s = state();
     Future<std::pair<bool, T>> next = newFuture<std::pair<bool, T>>("FutureStream.read");
+    detail::stateOf(next).setCancelHook(detail::CancelHook::object(&s));
     s.readers.push_back(next);
     s.serveReaders();
     return next;
@@ -73,7 +75,27 @@ private:
   template <class U>
   friend FutureStream<U> newFutureStream(const char* fromProc);
 
-  struct State {
+  struct State final : detail::Canceller {
+    State() = default;
+    State(const State&) = delete;
+    State& operator=(const State&) = delete;
+    // Reads still pending when the last handle goes must not point back at the freed stream.
+    ~State() {
+      for (const Future<std::pair<bool, T>>& r : readers)
+        detail::stateOf(r).setCancelHook(detail::CancelHook());
+    }
+
+    // fut.cancel() of a pending read: it leaves the line and fails; the values stay queued.
+    void cancel(detail::FutureStateBase& fut) override {
+      for (auto it = readers.begin(); it != readers.end(); ++it) {
+        if (&detail::stateOf(*it) != &fut) continue;
+        Future<std::pair<bool, T>> r = std::move(*it);
+        readers.erase(it);
+        r.fail(CancelledError("FutureStream.read: cancelled"));
+        return;
+      }
+    }
+
     std::deque<T> queue;
     std::deque<Future<std::pair<bool, T>>> readers; // pending reads, oldest first
     bool finished = false;

@@ -112,6 +112,32 @@ bool failIfAbandoned(const FutureBase& fut, const char* op, AsyncFD fd) {
   return true;
 }
 
+// A socket operation waiting in a descriptor's list: the future it finishes and the step that
+// tries the system call on each readiness. It names its future (servedFuture), so that cancel()
+// can find it in the list and take it out.
+template <class T, class Step>
+struct Operation {
+  Future<T> fut;
+  Step step;
+  bool operator()(AsyncFD fd) { return step(fut, fd); }
+  const void* servedFuture() const noexcept { return &detail::stateOf(fut); }
+};
+
+// Nim's addRead/addWrite of an operation's callback, plus the hook by which fut.cancel() takes
+// the operation out of fd's list again.
+template <class T, class Step>
+void waitReadable(AsyncFD fd, const Future<T>& fut, Step step) {
+  addRead(fd, Operation<T, Step>{fut, std::move(step)});
+  detail::stateOf(fut).setCancelHook(
+      detail::CancelHook::descriptor(static_cast<std::intptr_t>(fd)));
+}
+template <class T, class Step>
+void waitWritable(AsyncFD fd, const Future<T>& fut, Step step) {
+  addWrite(fd, Operation<T, Step>{fut, std::move(step)});
+  detail::stateOf(fut).setCancelHook(
+      detail::CancelHook::descriptor(static_cast<std::intptr_t>(fd)));
+}
+
 std::string numericAddress(const sockaddr_storage& addr) {
   char text[INET6_ADDRSTRLEN] = "";
   if (addr.ss_family == AF_INET) {
@@ -213,28 +239,32 @@ Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags,
   checkRegistered(op, socket);
   spare.reserve();
   Future<AcceptResult> retFuture = newFuture<AcceptResult>(op);
-  addRead(socket, [retFuture, flags, inheritable, op](AsyncFD fd) {
-    if (failIfAbandoned(retFuture, op, fd)) return true;
-    sockaddr_storage addr{};
-    const int client = acceptClient(handle(fd), addr, inheritable);
-    if (client < 0) {
-      const int err = errno;
-      // A connection that was reset while queued is not this listener's failure: keep waiting.
-      if (isRetry(err) || err == ECONNABORTED || isDisconnect(flags, err)) return false;
-      if ((err == EMFILE || err == ENFILE) && spare.dropOneConnection(handle(fd))) return false;
-      retFuture.fail(OSError(err, where(op, fd)));
-      return true;
-    }
-    try {
-      register_(AsyncFD(client));
-    } catch (...) {
-      ::close(client);
-      retFuture.fail(std::current_exception());
-      return true;
-    }
-    retFuture.complete(AcceptResult{numericAddress(addr), AsyncFD(client)});
-    return true;
-  });
+  waitReadable(socket, retFuture,
+               [flags, inheritable, op](const Future<AcceptResult>& retFuture, AsyncFD fd) {
+                 if (failIfAbandoned(retFuture, op, fd)) return true;
+                 sockaddr_storage addr{};
+                 const int client = acceptClient(handle(fd), addr, inheritable);
+                 if (client < 0) {
+                   const int err = errno;
+                   // A connection that was reset while queued is not this listener's failure: keep
+                   // waiting.
+                   if (isRetry(err) || err == ECONNABORTED || isDisconnect(flags, err))
+                     return false;
+                   if ((err == EMFILE || err == ENFILE) && spare.dropOneConnection(handle(fd)))
+                     return false;
+                   retFuture.fail(OSError(err, where(op, fd)));
+                   return true;
+                 }
+                 try {
+                   register_(AsyncFD(client));
+                 } catch (...) {
+                   ::close(client);
+                   retFuture.fail(std::current_exception());
+                   return true;
+                 }
+                 retFuture.complete(AcceptResult{numericAddress(addr), AsyncFD(client)});
+                 return true;
+               });
   return retFuture;
 }
 
@@ -335,7 +365,7 @@ Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
   checkRegistered("recv", socket);
   checkSize("recv", socket, size);
   Future<std::string> retFuture = newFuture<std::string>("recv");
-  addRead(socket, [retFuture, size, flags](AsyncFD fd) {
+  waitReadable(socket, retFuture, [size, flags](const Future<std::string>& retFuture, AsyncFD fd) {
     if (failIfAbandoned(retFuture, "recv", fd)) return true;
     // The buffer is taken now, not while waiting: the thread's scratch buffer, so that the
     // string made from it is exactly as long as what arrived.
@@ -372,7 +402,7 @@ Future<int> recvInto(AsyncFD socket, void* buf, int size, SocketFlags flags) {
   checkSize("recvInto", socket, size);
   if (buf == nullptr) throw ValueError(where("recvInto", socket) + ": buffer is null");
   Future<int> retFuture = newFuture<int>("recvInto");
-  addRead(socket, [retFuture, buf, size, flags](AsyncFD fd) {
+  waitReadable(socket, retFuture, [buf, size, flags](const Future<int>& retFuture, AsyncFD fd) {
     if (failIfAbandoned(retFuture, "recvInto", fd)) return true;
     const ssize_t n = ::recv(handle(fd), buf, static_cast<std::size_t>(size), recvFlags(flags));
     if (n < 0) {
@@ -398,19 +428,22 @@ Future<int> recvFromInto(AsyncFD socket, void* data, int size, sockaddr* saddr, 
   if (data == nullptr || saddr == nullptr || saddrLen == nullptr)
     throw ValueError(where("recvFromInto", socket) + ": a buffer or address pointer is null");
   Future<int> retFuture = newFuture<int>("recvFromInto");
-  addRead(socket, [retFuture, data, size, saddr, saddrLen, flags](AsyncFD fd) {
-    if (failIfAbandoned(retFuture, "recvFromInto", fd)) return true;
-    const ssize_t n = ::recvfrom(handle(fd), data, static_cast<std::size_t>(size), recvFlags(flags),
-                                 saddr, saddrLen);
-    if (n < 0) {
-      // As in Nim, no error is a disconnection here: a datagram socket has no connection.
-      if (isRetry(errno)) return false;
-      retFuture.fail(OSError(errno, where("recvFromInto", fd)));
-      return true;
-    }
-    retFuture.complete(static_cast<int>(n)); // 0 is an empty datagram, not the end of anything
-    return true;
-  });
+  waitReadable(socket, retFuture,
+               [data, size, saddr, saddrLen, flags](const Future<int>& retFuture, AsyncFD fd) {
+                 if (failIfAbandoned(retFuture, "recvFromInto", fd)) return true;
+                 const ssize_t n = ::recvfrom(handle(fd), data, static_cast<std::size_t>(size),
+                                              recvFlags(flags), saddr, saddrLen);
+                 if (n < 0) {
+                   // As in Nim, no error is a disconnection here: a datagram socket has no
+                   // connection.
+                   if (isRetry(errno)) return false;
+                   retFuture.fail(OSError(errno, where("recvFromInto", fd)));
+                   return true;
+                 }
+                 retFuture.complete(
+                     static_cast<int>(n)); // 0 is an empty datagram, not the end of anything
+                 return true;
+               });
   return retFuture;
 }
 
@@ -427,7 +460,7 @@ Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* 
   sockaddr_storage to{};
   std::memcpy(&to, saddr, saddrLen);
   Future<void> retFuture = newFuture<void>("sendTo");
-  auto sendOne = [retFuture, data, size, to, saddrLen](AsyncFD fd) {
+  auto sendOne = [data, size, to, saddrLen](const Future<void>& retFuture, AsyncFD fd) {
     if (failIfAbandoned(retFuture, "sendTo", fd)) return true;
     const ssize_t n = ::sendto(handle(fd), data, static_cast<std::size_t>(size), kNoSignal,
                                reinterpret_cast<const sockaddr*>(&to), saddrLen);
@@ -439,8 +472,8 @@ Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* 
     retFuture.complete(); // a datagram leaves whole or not at all
     return true;
   };
-  if (mayWriteNow(socket) && sendOne(socket)) return retFuture;
-  addWrite(socket, std::move(sendOne));
+  if (mayWriteNow(socket) && sendOne(retFuture, socket)) return retFuture;
+  waitWritable(socket, retFuture, std::move(sendOne));
   return retFuture;
 }
 
@@ -452,9 +485,10 @@ Future<void> send(AsyncFD socket, const void* buf, int size, SocketFlags flags) 
   const char* data = static_cast<const char*>(buf);
   int written = 0;
   if (sendNow(retFuture, socket, data, size, written, flags)) return retFuture;
-  addWrite(socket, [retFuture, data, size, flags, written](AsyncFD fd) mutable {
-    return sendSome(retFuture, fd, data, size, written, flags);
-  });
+  waitWritable(socket, retFuture,
+               [data, size, flags, written](const Future<void>& retFuture, AsyncFD fd) mutable {
+                 return sendSome(retFuture, fd, data, size, written, flags);
+               });
   return retFuture;
 }
 
@@ -465,9 +499,11 @@ Future<void> send(AsyncFD socket, std::string data, SocketFlags flags) {
   int written = 0;
   if (sendNow(retFuture, socket, data.data(), size, written, flags)) return retFuture;
   // What is left moves into the callback, which keeps the string until the last byte is out.
-  addWrite(socket, [retFuture, data = std::move(data), flags, written](AsyncFD fd) mutable {
-    return sendSome(retFuture, fd, data.data(), static_cast<int>(data.size()), written, flags);
-  });
+  waitWritable(
+      socket, retFuture,
+      [data = std::move(data), flags, written](const Future<void>& retFuture, AsyncFD fd) mutable {
+        return sendSome(retFuture, fd, data.data(), static_cast<int>(data.size()), written, flags);
+      });
   return retFuture;
 }
 
@@ -546,7 +582,7 @@ Future<void> connectAddress(AsyncFD socket, const AddrInfo& target) {
     return retFuture;
   }
   // The connection goes on in the kernel; it is done (or failed) once the socket is writable.
-  addWrite(socket, [retFuture](AsyncFD fd) {
+  waitWritable(socket, retFuture, [](const Future<void>& retFuture, AsyncFD fd) {
     if (failIfAbandoned(retFuture, "connect", fd)) return true;
     int soError = 0;
     socklen_t len = sizeof soError;

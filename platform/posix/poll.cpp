@@ -42,10 +42,28 @@ void updateInterest(Selector<PData>& s, SocketHandle fd) {
   s.updateHandle(fd, events);
 }
 
+// Which kind of key events describe: Timer, Signal, Process or User for the keys of addTimer,
+// addSignal, addProcess and addEvent, Read for a descriptor's.
+Event kindOf(EventSet events) {
+  for (Event kind : {Event::Timer, Event::Signal, Event::Process, Event::User}) {
+    if (events.contains(kind)) return kind;
+  }
+  return Event::Read;
+}
+
+// The fd of a timer, signal, process or event key is the library's, not a socket: the socket
+// calls (closeSocket, addRead, addWrite) refuse it by name.
+void checkNotCustomKey(const Selector<PData>& s, const char* op, AsyncFD fd) {
+  if (kindOf(s.fds[handle(fd)].events) != Event::Read)
+    throw ValueError(detail::where(op, fd) +
+                     ": the descriptor of a timer, signal, process or event, not a socket");
+}
+
 PData& checkedData(const char* op, AsyncFD fd) {
   Selector<PData>& s = selector();
   if (!s.contains(handle(fd)))
     throw ValueError(detail::where(op, fd) + ": File descriptor not registered.");
+  checkNotCustomKey(s, op, fd);
   return s.getData(handle(fd));
 }
 
@@ -61,7 +79,13 @@ void runCallbacks(Selector<PData>& s, SocketHandle fd, std::vector<Callback> PDa
     if (cbs.empty()) return; // cb unregistered fd and registered it again: a new list
     Callback cb = std::move(cbs.front());
     cbs.erase(cbs.begin());
-    const bool done = cb(AsyncFD(fd));
+    bool done = false;
+    try {
+      done = cb(AsyncFD(fd));
+    } catch (...) { // cb is dropped; what is armed must still match what waits
+      if (s.contains(fd)) updateInterest(s, fd);
+      throw;
+    }
     if (!s.contains(fd)) return; // cb closed or unregistered fd; the others were failed then
     if (!done) {
       std::vector<Callback>& again = s.getData(fd).*list;
@@ -71,10 +95,49 @@ void runCallbacks(Selector<PData>& s, SocketHandle fd, std::vector<Callback> PDa
   }
 }
 
+// After a custom key's callback: Nim's runOnce unregisters the key when the callback returns true
+// or the key is Finished (a oneshot timer that fired, a process that exited), which closes the
+// kernel object the selector made for it; otherwise the callback waits for the next report.
+void settleCustomKey(Selector<PData>& s, const ReadyKey& key, Callback cb, bool done) {
+  // The callback unregistered its own key; then the number may even hold a new key.
+  if (!s.contains(key.fd) || kindOf(s.fds[key.fd].events) != kindOf(key.events) ||
+      !s.getData(key.fd).readCBs.empty())
+    return;
+  if (done || key.events.contains(Event::Finished)) {
+    s.unregister(key.fd);
+  } else {
+    s.getData(key.fd).readCBs.push_back(std::move(cb));
+  }
+}
+
+// Nim's runOnce for a Timer, Signal, Process or User key: its one callback runs. It is taken out
+// of the key while it runs, as in runCallbacks, so that it may unregister its own key; if it
+// throws, the key is settled as if it had returned false before the exception leaves poll.
+void runCustomCallback(Selector<PData>& s, const ReadyKey& key) {
+  std::vector<Callback>& list = s.getData(key.fd).readCBs;
+  if (list.empty()) return;
+  Callback cb = std::move(list.front());
+  list.clear();
+  bool done = false;
+  try {
+    done = cb(AsyncFD(key.fd));
+  } catch (...) {
+    settleCustomKey(s, key, std::move(cb), false);
+    throw;
+  }
+  settleCustomKey(s, key, std::move(cb), done);
+}
+
 // Phase 3 for one ready key (Nim's runOnce body): Read runs the read callbacks, Write the write
-// callbacks, an Error alone runs both so that every waiting operation sees the error.
+// callbacks, an Error alone runs both so that every waiting operation sees the error; a timer,
+// signal, process or event key runs its one callback.
 void processReadyKey(Selector<PData>& s, const ReadyKey& key) {
   if (!s.contains(key.fd)) return; // an earlier callback of this pass unregistered it
+  // An earlier callback of this pass closed the descriptor and its number went to another kind
+  // of key: the report is not for that key.
+  const Event kind = kindOf(key.events);
+  if (kind != kindOf(s.fds[key.fd].events)) return;
+  if (kind != Event::Read) return runCustomCallback(s, key);
   const bool onlyError = key.events == EventSet(Event::Error);
   if (key.events.contains(Event::Read) || onlyError) runCallbacks(s, key.fd, &PData::readCBs);
   if (!s.contains(key.fd)) return;
@@ -109,6 +172,23 @@ const char* abandonReason(AsyncFD fd) noexcept {
   return abandoning.why != nullptr && abandoning.fd == fd ? abandoning.why : nullptr;
 }
 
+bool cancelWaiting(std::intptr_t fd, const FutureStateBase& fut) {
+  Selector<PData>& s = selector();
+  const SocketHandle h = static_cast<SocketHandle>(fd);
+  if (!s.contains(h)) return false;
+  PData& data = s.getData(h);
+  for (std::vector<Callback>* list : {&data.readCBs, &data.writeCBs}) {
+    auto it = std::find_if(list->begin(), list->end(),
+                           [&](const Callback& cb) { return cb.servedFuture() == &fut; });
+    if (it != list->end()) {
+      list->erase(it); // the callback goes without running; fut's caller holds fut alive
+      updateInterest(s, h);
+      return true;
+    }
+  }
+  return false;
+}
+
 } // namespace detail
 
 Selector<PData>& getIoHandler(const PDispatcher& disp) {
@@ -129,9 +209,12 @@ void unregister(AsyncFD fd) {
   Selector<PData>& s = selector();
   if (!s.contains(handle(fd)))
     throw ValueError(detail::where("unregister", fd) + ": descriptor not registered");
+  const Event kind = kindOf(s.fds[handle(fd)].events);
   PData pending = std::move(s.getData(handle(fd)));
   s.unregister(handle(fd));
-  abandon(fd, pending, "unregistered");
+  // A timer's, signal's, process's or event's callback is not an operation to fail: it just
+  // stops, as in Nim.
+  if (kind == Event::Read) abandon(fd, pending, "unregistered");
 }
 
 bool contains(const PDispatcher& disp, AsyncFD fd) {
@@ -142,6 +225,7 @@ void closeSocket(AsyncFD fd) {
   Selector<PData>& s = selector();
   if (!s.contains(handle(fd)))
     throw ValueError(detail::where("closeSocket", fd) + ": File descriptor not registered.");
+  checkNotCustomKey(s, "closeSocket", fd);
   PData pending = std::move(s.getData(handle(fd)));
   s.unregister(handle(fd)); // before close: epoll keys registrations by open file (see epoll)
   // POSIX leaves the descriptor closed even when close fails (but for EBADF), so the pending
@@ -188,6 +272,9 @@ bool setInheritable(AsyncFD fd, bool inheritable) {
 
 // Nim's poll, that is one runOnce: the five phases of a pass, top to bottom.
 void poll(int timeout) {
+  // A callback that polls (waitFor inside a callback) would run this pass's keys and callbacks
+  // from the middle of their own dispatch; Nim lets it and breaks in subtle ways. Refused here.
+  const detail::PassGuard pass;
   Dispatcher& p = detail::currentDispatcher();
   if (!hasPendingOperations()) throw ValueError("No handles or timers registered in dispatcher.");
 

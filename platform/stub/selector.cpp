@@ -17,6 +17,18 @@ namespace {
 
 } // namespace
 
+SelectEvent::SelectEvent() {
+  unsupported("newSelectEvent");
+}
+
+void SelectEvent::trigger() const {
+  unsupported("trigger");
+}
+
+void SelectEvent::close() {
+  unsupported("close");
+}
+
 template <class T>
 Selector<T>::Selector() {
   unsupported("newSelector");
@@ -34,6 +46,31 @@ void Selector<T>::updateHandle(SocketHandle, EventSet) {
 
 template <class T>
 void Selector<T>::unregister(SocketHandle) {
+  unsupported("unregister");
+}
+
+template <class T>
+SocketHandle Selector<T>::registerTimer(int, bool, T) {
+  unsupported("registerTimer");
+}
+
+template <class T>
+SocketHandle Selector<T>::registerSignal(int, T) {
+  unsupported("registerSignal");
+}
+
+template <class T>
+SocketHandle Selector<T>::registerProcess(int, T) {
+  unsupported("registerProcess");
+}
+
+template <class T>
+void Selector<T>::registerEvent(SelectEvent&, T) {
+  unsupported("registerEvent");
+}
+
+template <class T>
+void Selector<T>::unregister(SelectEvent&) {
   unsupported("unregister");
 }
 

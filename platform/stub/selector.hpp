@@ -14,6 +14,22 @@
 
 namespace asyncdispatch {
 
+// Nim's SelectEvent: a user event any thread can trigger (an eventfd on Linux, a pipe on the
+// BSDs, port_send on illumos).
+class SelectEvent {
+public:
+  SelectEvent();
+  ~SelectEvent() = default;
+  SelectEvent(const SelectEvent&) = delete;
+  SelectEvent& operator=(const SelectEvent&) = delete;
+
+  void trigger() const;
+  void close();
+  SocketHandle getFd() const { return efd; }
+
+  int efd = -1; // the kernel object's handle
+};
+
 template <class T>
 class Selector {
 public:
@@ -25,6 +41,11 @@ public:
   void registerHandle(SocketHandle fd, EventSet events, T data);
   void updateHandle(SocketHandle fd, EventSet events);
   void unregister(SocketHandle fd);
+  SocketHandle registerTimer(int timeout, bool oneshot, T data);
+  SocketHandle registerSignal(int signal, T data);
+  SocketHandle registerProcess(int pid, T data);
+  void registerEvent(SelectEvent& ev, T data);
+  void unregister(SelectEvent& ev);
   int selectInto(int timeout, std::span<ReadyKey> results);
   bool contains(SocketHandle fd) const;
   T& getData(SocketHandle fd);

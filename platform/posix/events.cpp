@@ -1,0 +1,136 @@
+// Timers, user events, signals and processes for the user (Nim's addTimer, AsyncEvent,
+// addProcess and addSignal), written once over the selector contract: each is a key with one
+// callback, dispatched by processReadyKey in poll.cpp.
+#include "../../include/asyncdispatch/events.hpp"
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "../../src/loop.hpp"
+
+namespace asyncdispatch {
+
+namespace detail {
+
+// What the handles of one AsyncEvent share: the backend's SelectEvent.
+struct AsyncEventState {
+  SelectEvent ev;
+};
+
+} // namespace detail
+
+namespace {
+
+using detail::AsyncEventState;
+
+Selector<PData>& selector() {
+  return detail::currentDispatcher().selector;
+}
+
+// A key's data: its one callback, where Nim keeps it too (readList[0]).
+PData customData(Callback cb) {
+  PData data;
+  data.readCBs.push_back(std::move(cb));
+  return data;
+}
+
+std::string renamed(std::string text, std::string_view from, std::string_view to) {
+  if (text.starts_with(from)) text.replace(0, from.size(), to);
+  return text;
+}
+
+// Runs a backend call whose errors name the contract function ("registerSignal(signal 99):
+// ..."); the user called `op`, so they are rethrown under that name.
+template <class F>
+decltype(auto) underName(const char* op, const char* backendOp, F&& call) {
+  try {
+    return call();
+  } catch (const ValueError& e) {
+    throw ValueError(renamed(e.what(), backendOp, op));
+  } catch (const OSError& e) {
+    const std::string text = renamed(e.what(), backendOp, op);
+    const std::size_t colon = text.find(": ");
+    if (colon == std::string::npos) throw OSError(e.code().value(), text);
+    throw OSError(e.code().value(), text.substr(0, colon), text.substr(colon + 2));
+  }
+}
+
+// The shared state of an event handle that is neither nil nor closed.
+AsyncEventState& openState(const char* op, const std::shared_ptr<AsyncEventState>& state) {
+  if (!state) throw ValueError(std::string(op) + ": AsyncEvent is nil");
+  if (state->ev.getFd() == InvalidIdent)
+    throw ValueError(std::string(op) + ": the AsyncEvent is closed");
+  return *state;
+}
+
+// Sets the key's AsyncFD once the backend has said which descriptor the key is.
+void setKeyFd(Selector<PData>& s, SocketHandle fd) {
+  s.getData(fd).fd = AsyncFD(fd);
+}
+
+} // namespace
+
+void addTimer(int timeout, bool oneshot, Callback cb) {
+  Selector<PData>& s = selector();
+  setKeyFd(s, underName("addTimer", "registerTimer", [&] {
+             return s.registerTimer(timeout, oneshot, customData(std::move(cb)));
+           }));
+}
+
+AsyncEvent newAsyncEvent() {
+  return AsyncEvent(underName("newAsyncEvent", "newSelectEvent",
+                              [] { return std::make_shared<AsyncEventState>(); }));
+}
+
+void trigger(AsyncEvent ev) {
+  openState("trigger", ev.state_).ev.trigger();
+}
+
+void addEvent(AsyncEvent ev, Callback cb) {
+  AsyncEventState& state = openState("addEvent", ev.state_);
+  Selector<PData>& s = selector();
+  const SocketHandle fd = state.ev.getFd();
+  if (s.contains(fd))
+    throw ValueError(detail::where("addEvent", AsyncFD(fd)) + ": the event is already registered");
+  // The key holds a handle, so the event stays open while a dispatcher watches it even when
+  // the user drops every handle.
+  PData data =
+      customData([keep = ev.state_, cb = std::move(cb)](AsyncFD key) mutable { return cb(key); });
+  data.fd = AsyncFD(fd);
+  underName("addEvent", "registerEvent", [&] { s.registerEvent(state.ev, std::move(data)); });
+}
+
+void unregister(AsyncEvent ev) {
+  AsyncEventState& state = openState("unregister", ev.state_);
+  Selector<PData>& s = selector();
+  if (!s.contains(state.ev.getFd()))
+    throw ValueError(detail::where("unregister", AsyncFD(state.ev.getFd())) +
+                     ": the event is not registered");
+  s.unregister(state.ev);
+}
+
+void close(AsyncEvent ev) {
+  if (!ev.state_) throw ValueError("close: AsyncEvent is nil");
+  SelectEvent& event = ev.state_->ev;
+  if (event.getFd() == InvalidIdent) return;
+  // Beyond Nim: a watched event leaves the selector before its descriptor is closed, so no key
+  // outlives its descriptor (whose number the next socket may get).
+  Selector<PData>& s = selector();
+  if (s.contains(event.getFd())) s.unregister(event);
+  event.close();
+}
+
+void addProcess(int pid, Callback cb) {
+  Selector<PData>& s = selector();
+  setKeyFd(s, underName("addProcess", "registerProcess",
+                        [&] { return s.registerProcess(pid, customData(std::move(cb))); }));
+}
+
+void addSignal(int signal, Callback cb) {
+  Selector<PData>& s = selector();
+  setKeyFd(s, underName("addSignal", "registerSignal",
+                        [&] { return s.registerSignal(signal, customData(std::move(cb))); }));
+}
+
+} // namespace asyncdispatch

@@ -1,0 +1,297 @@
+// addProcess: child exits reported through the selector, with pidfd on Linux or, when
+// ASYNCDISPATCH_NO_PIDFD=1 is set (`make test-nopidfd`), with the SIGCHLD fallback. Every case
+// here is named addProcess* so that target runs them all.
+#include <sys/wait.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace asyncdispatch;
+using namespace testsupport;
+
+namespace {
+
+template <class F>
+void pollUntil(F&& done, int ms = 5000) {
+  const Clock::time_point start = Clock::now();
+  while (!done() && msSince(start) < ms)
+    poll(50);
+}
+
+// A pipe whose closing releases the children waiting on it, so they exit when the test says.
+struct Gate {
+  int fds[2] = {-1, -1};
+  Gate() { REQUIRE(::pipe2(fds, O_CLOEXEC) == 0); }
+  ~Gate() {
+    open();
+    if (fds[0] >= 0) ::close(fds[0]);
+  }
+  void open() {
+    if (fds[1] >= 0) ::close(fds[1]);
+    fds[1] = -1;
+  }
+};
+
+// Forks a child that exits with `code`, after the gate opens when there is one. The child only
+// makes async-signal-safe calls.
+pid_t spawn(int code, const Gate* gate = nullptr) {
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (gate != nullptr) {
+      ::close(gate->fds[1]);
+      char c;
+      while (::read(gate->fds[0], &c, 1) != 0 && errno == EINTR) {
+      }
+    }
+    _exit(code);
+  }
+  return pid;
+}
+
+// Waits (without reaping) until pid has exited.
+void awaitExit(pid_t pid) {
+  siginfo_t info{};
+  while (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+  }
+}
+
+// Reaps whatever a failed check left behind, so no zombie spills into the next test.
+void reapAll() {
+  while (waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
+}
+
+bool sigchldBlocked() {
+  sigset_t current;
+  pthread_sigmask(SIG_BLOCK, nullptr, &current);
+  return sigismember(&current, SIGCHLD) == 1;
+}
+
+bool fallback() {
+  const char* value = std::getenv("ASYNCDISPATCH_NO_PIDFD");
+  return value != nullptr && *value != '\0' && std::string(value) != "0";
+}
+
+// What kind of anonymous file fd is: "anon_inode:[pidfd]", "anon_inode:[eventfd]" ...
+std::string fileKind(int fd) {
+  char target[256] = {};
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+  return n > 0 ? std::string(target, static_cast<std::size_t>(n)) : std::string();
+}
+
+// How many descriptors this process has open.
+int openDescriptors() {
+  DIR* dir = opendir("/proc/self/fd");
+  REQUIRE(dir != nullptr);
+  int n = 0;
+  while (readdir(dir) != nullptr)
+    ++n;
+  closedir(dir);
+  return n - 3; // ".", ".." and the directory's own descriptor
+}
+
+int processKey() {
+  for (const auto& key : getIoHandler(getGlobalDispatcher()).fds) {
+    if (key.fd != InvalidIdent && key.events.contains(Event::Process)) return key.fd;
+  }
+  return -1;
+}
+
+} // namespace
+
+TEST_CASE("addProcess: a child exiting with code 3 calls the callback once, and waitpid in it "
+          "gets 3") {
+  Gate gate;
+  const pid_t pid = spawn(3, &gate);
+  int calls = 0;
+  int status = -1;
+  pid_t reaped = 0;
+  addProcess(pid, [&](AsyncFD) {
+    ++calls;
+    reaped = waitpid(pid, &status, 0);
+    return false; // ignored: a process key fires once
+  });
+  CHECK(activeDescriptors() == 1);
+  CHECK(hasPendingOperations());
+  gate.open();
+  pollUntil([&] { return calls > 0; });
+  CHECK(calls == 1);
+  CHECK(reaped == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 3);
+  CHECK(processKey() == -1);
+  CHECK_FALSE(hasPendingOperations());
+  CHECK_FALSE(sigchldBlocked());
+  reapAll();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: a child that exited before the call still calls the callback") {
+  const pid_t pid = spawn(7);
+  awaitExit(pid);
+  int calls = 0;
+  int status = -1;
+  addProcess(pid, [&](AsyncFD) {
+    ++calls;
+    waitpid(pid, &status, 0);
+    return true;
+  });
+  pollUntil([&] { return calls > 0; });
+  CHECK(calls == 1);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 7);
+  reapAll();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: 200 children exiting at once each call their callback once") {
+  constexpr int kChildren = 200;
+  Gate gate;
+  std::vector<pid_t> pids;
+  std::vector<int> calls(kChildren, 0);
+  std::vector<int> codes(kChildren, -1);
+  int total = 0;
+  for (int i = 0; i < kChildren; ++i) {
+    pids.push_back(spawn(i % 100, &gate));
+    addProcess(pids.back(), [&, i](AsyncFD) {
+      ++calls[i];
+      ++total;
+      int status = 0;
+      if (waitpid(pids[i], &status, 0) == pids[i] && WIFEXITED(status))
+        codes[i] = WEXITSTATUS(status);
+      return true;
+    });
+  }
+  CHECK(activeDescriptors() == kChildren);
+  gate.open();
+  pollUntil([&] { return total >= kChildren; }, 15000);
+  drain(20);
+  CHECK(total == kChildren);
+  int wrong = 0;
+  for (int i = 0; i < kChildren; ++i)
+    wrong += calls[i] == 1 && codes[i] == i % 100 ? 0 : 1;
+  CHECK(wrong == 0);
+  CHECK_FALSE(sigchldBlocked());
+  reapAll();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: the library never reaps: the exit status waits for the program's waitpid") {
+  const pid_t pid = spawn(5);
+  int calls = 0;
+  addProcess(pid, [&](AsyncFD) { return ++calls > 0; });
+  pollUntil([&] { return calls > 0; });
+  CHECK(calls == 1);
+  int status = -1;
+  CHECK(waitpid(pid, &status, WNOHANG) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 5);
+  reapAll();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: a pid that is not a child is refused, naming addProcess and the pid") {
+  for (const int pid : {0, -1}) {
+    CHECK_THROWS_WITH_AS(addProcess(pid, [](AsyncFD) { return true; }),
+                         ("addProcess(pid " + std::to_string(pid) + "): not a process id").c_str(),
+                         ValueError);
+  }
+  const pid_t gone = spawn(0);
+  REQUIRE(waitpid(gone, nullptr, 0) == gone); // reaped: no longer a child
+  for (const int pid : {1, static_cast<int>(getpid()), static_cast<int>(gone)}) {
+    try {
+      addProcess(pid, [](AsyncFD) { return true; });
+      FAIL_CHECK("addProcess(pid " << pid << ") was accepted");
+    } catch (const OSError& e) {
+      CHECK(e.code().value() == ECHILD);
+      CHECK(std::string(e.what()) ==
+            "addProcess(pid " + std::to_string(pid) + "): not a child of this process");
+    }
+  }
+  CHECK_FALSE(hasPendingOperations());
+  CHECK_FALSE(sigchldBlocked());
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: the key is a pidfd, or an eventfd woken by SIGCHLD with "
+          "ASYNCDISPATCH_NO_PIDFD=1") {
+  Gate gate;
+  const pid_t pid = spawn(0, &gate);
+  bool called = false;
+  addProcess(pid, [&](AsyncFD) { return called = true; });
+  const int key = processKey();
+  REQUIRE(key >= 0);
+  if (fallback()) {
+    CHECK(fileKind(key) == "anon_inode:[eventfd]");
+    CHECK(sigchldBlocked()); // until the last child waited for has exited
+  } else {
+    CHECK(fileKind(key) == "anon_inode:[pidfd]");
+    CHECK_FALSE(sigchldBlocked());
+  }
+  gate.open();
+  pollUntil([&] { return called; });
+  CHECK(called);
+  CHECK_FALSE(sigchldBlocked());
+  reapAll();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: a dispatcher destroyed while it waits for a child closes its key") {
+  Gate gate;
+  const pid_t pid = spawn(0, &gate);
+  const PDispatcher global = getGlobalDispatcher();
+  int key = -1;
+  {
+    PDispatcher other = newDispatcher();
+    setGlobalDispatcher(other);
+    addProcess(pid, [](AsyncFD) { return true; });
+    key = processKey();
+    setGlobalDispatcher(global);
+  }
+  REQUIRE(key >= 0);
+  CHECK((fcntl(key, F_GETFD) < 0 && errno == EBADF));
+  CHECK_FALSE(sigchldBlocked());
+  gate.open();
+  CHECK(waitpid(pid, nullptr, 0) == pid);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: no descriptor outlives its key, with timers, signals and events alongside "
+          "and after misuse") {
+  const int before = openDescriptors();
+  int fired = 0;
+  const auto count = [&fired](AsyncFD) { return ++fired > 0; };
+  const pid_t pid = spawn(0);
+  addProcess(pid, count);
+  addTimer(1, true, count);
+  addSignal(SIGUSR1, count);
+  AsyncEvent ev = newAsyncEvent();
+  addEvent(ev, count);
+  CHECK_THROWS_AS(addSignal(SIGUSR1, count), ValueError);
+  CHECK_THROWS_AS(addSignal(0, count), ValueError);
+  CHECK_THROWS_AS(addTimer(0, false, count), ValueError);
+  CHECK_THROWS_AS(addProcess(-1, count), ValueError);
+  CHECK_THROWS_AS(addProcess(1, count), OSError);
+  CHECK_THROWS_AS(addEvent(ev, count), ValueError);
+  CHECK(activeDescriptors() == 4);
+  REQUIRE(raise(SIGUSR1) == 0);
+  trigger(ev);
+  pollUntil([&] { return fired == 4; });
+  CHECK(fired == 4);
+  close(ev);
+  CHECK(waitpid(pid, nullptr, 0) == pid);
+  CHECK(openDescriptors() == before);
+  reapAll();
+  checkDispatcherEmpty();
+}

@@ -1,0 +1,295 @@
+// Async tracebacks (Nim's "Async traceback" lines): an error leaving coroutines collects their
+// names, innermost first, in what() and traceback(), and keeps its type; foreign exception types
+// pass through unchanged. A coroutine is named after its function (__builtin_FUNCTION: the bare
+// name, e.g. "innerStep" for a function at namespace scope, "operator()" for a lambda, "f<int>"
+// for a template), so the coroutines here are plain functions.
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "support.hpp"
+
+using namespace asyncdispatch;
+using namespace testsupport;
+
+namespace {
+
+// An application's own error type, which gets the traceback by deriving from Traced.
+class AppError : public Traced<std::runtime_error> {
+public:
+  explicit AppError(const std::string& message, int detail) : Traced(message), detail_(detail) {}
+  int detail() const { return detail_; }
+
+private:
+  int detail_;
+};
+
+enum class Kind { Value, OS, IO, App, Foreign };
+
+[[noreturn]] void throwKind(Kind kind) {
+  switch (kind) {
+  case Kind::Value:
+    throw ValueError("bad value");
+  case Kind::OS:
+    throw OSError(EPIPE, "send(fd 42)");
+  case Kind::IO:
+    throw IOError("io trouble");
+  case Kind::App:
+    throw AppError("application trouble", 7);
+  case Kind::Foreign:
+    throw std::runtime_error("foreign trouble");
+  }
+  throw std::logic_error("unreachable");
+}
+
+// Three coroutines, each awaiting the next after a real suspension of the innermost.
+Future<int> innerStep(Kind kind) {
+  co_await sleepAsync(1);
+  throwKind(kind);
+  co_return 0;
+}
+
+Future<int> middleStep(Kind kind) {
+  const int v = co_await innerStep(kind);
+  co_return v + 1;
+}
+
+Future<int> outerStep(Kind kind) {
+  const int v = co_await middleStep(kind);
+  co_return v + 1;
+}
+
+const char* const kHeading = "\nAsync traceback (innermost first):";
+const std::string kThreeFrames = std::string(kHeading) + "\n  innerStep\n  middleStep\n  outerStep";
+
+// A coroutine that catches the inner error and throws a new one: its traceback starts here.
+Future<int> middleWrapping() {
+  try {
+    co_return co_await innerStep(Kind::Value);
+  } catch (const ValueError&) {
+    throw IOError("wrapped");
+  }
+}
+
+Future<int> outerOfWrapping() {
+  co_return co_await middleWrapping();
+}
+
+// A coroutine that catches the inner error and rethrows the same one (`throw;`): the traceback
+// goes on.
+Future<int> middleRethrowing() {
+  try {
+    co_return co_await innerStep(Kind::Value);
+  } catch (const ValueError&) {
+    throw;
+  }
+}
+
+Future<int> outerOfRethrowing() {
+  co_return co_await middleRethrowing();
+}
+
+// The library's own OSError, from a recv on a socket whose peer reset the connection.
+Future<std::string> receiveStrict(AsyncFD fd) {
+  std::string got = co_await recv(fd, 100, {}); // no SafeDisconn: the reset is an error
+  co_return got;
+}
+
+Future<std::string> middleReceive(AsyncFD fd) {
+  std::string got = co_await receiveStrict(fd);
+  co_return got;
+}
+
+Future<std::string> outerReceive(AsyncFD fd) {
+  std::string got = co_await middleReceive(fd);
+  co_return got;
+}
+
+Future<void> fireAndForget() {
+  co_await outerStep(Kind::Value);
+}
+
+} // namespace
+
+TEST_CASE("traceback: an error thrown three coroutines deep names them innermost first after "
+          "its message") {
+  Future<int> fut = outerStep(Kind::Value);
+  settle(fut, 2000);
+  REQUIRE(fut.failed());
+  try {
+    fut.read();
+    FAIL("read() did not throw");
+  } catch (const ValueError& e) {
+    CHECK(std::string(e.what()) == "bad value" + kThreeFrames);
+    CHECK(e.traceback() == "  innerStep\n  middleStep\n  outerStep\n");
+  }
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("traceback: the error keeps its type (OSError with its code, ValueError, IOError, and "
+          "their std bases)") {
+  {
+    Future<int> fut = outerStep(Kind::OS);
+    settle(fut, 2000);
+    CHECK_THROWS_AS(fut.read(), OSError);
+    CHECK_THROWS_AS(fut.read(), std::system_error);
+    try {
+      fut.read();
+    } catch (const OSError& e) {
+      CHECK(e.code().value() == EPIPE);
+      CHECK(e.code().category() == std::system_category());
+      CHECK(std::string(e.what()) ==
+            "send(fd 42): " + std::system_category().message(EPIPE) + kThreeFrames);
+    }
+  }
+  {
+    Future<int> fut = outerStep(Kind::Value);
+    settle(fut, 2000);
+    CHECK_THROWS_AS(fut.read(), ValueError);
+    CHECK_THROWS_AS(fut.read(), std::invalid_argument);
+  }
+  {
+    Future<int> fut = outerStep(Kind::IO);
+    settle(fut, 2000);
+    CHECK_THROWS_AS(fut.read(), IOError);
+    CHECK_THROWS_AS(fut.read(), std::runtime_error);
+    CHECK_THROWS_WITH(fut.read(), ("io trouble" + kThreeFrames).c_str());
+  }
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("traceback: an application type deriving from Traced<std::runtime_error> gets the "
+          "traceback too") {
+  Future<int> fut = outerStep(Kind::App);
+  settle(fut, 2000);
+  try {
+    fut.read();
+    FAIL("read() did not throw");
+  } catch (const AppError& e) {
+    CHECK(e.detail() == 7);
+    CHECK(std::string(e.what()) == "application trouble" + kThreeFrames);
+    CHECK(e.traceback() == "  innerStep\n  middleStep\n  outerStep\n");
+  }
+  CHECK_THROWS_AS(fut.read(), std::runtime_error);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("traceback: a foreign exception (std::runtime_error) passes through unchanged") {
+  Future<int> fut = outerStep(Kind::Foreign);
+  settle(fut, 2000);
+  try {
+    fut.read();
+    FAIL("read() did not throw");
+  } catch (const AsyncTraceback&) {
+    FAIL("a std::runtime_error became a traced error");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()) == "foreign trouble");
+  }
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("traceback: the library's own OSError from a recv carries the coroutines it left") {
+  auto [client, server] = connectedPair();
+  Future<std::string> fut = outerReceive(server);
+  poll(0);
+  REQUIRE_FALSE(fut.finished());
+  const linger reset{1, 0};
+  REQUIRE(::setsockopt(static_cast<int>(client), SOL_SOCKET, SO_LINGER, &reset, sizeof reset) == 0);
+  closeSocket(client);
+  settle(fut, 2000);
+  try {
+    fut.read();
+    FAIL("read() did not throw");
+  } catch (const OSError& e) {
+    CHECK(e.code().value() == ECONNRESET);
+    CHECK(std::string(e.what()) ==
+          "recv(" + fdText(server) + "): " + std::system_category().message(ECONNRESET) + kHeading +
+              "\n  receiveStrict\n  middleReceive\n  outerReceive");
+  }
+  closeSocket(server);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("traceback: a coroutine that catches the error and throws a new one starts a new "
+          "traceback") {
+  Future<int> fut = outerOfWrapping();
+  settle(fut, 2000);
+  try {
+    fut.read();
+    FAIL("read() did not throw");
+  } catch (const IOError& e) {
+    CHECK(std::string(e.what()) ==
+          "wrapped" + std::string(kHeading) + "\n  middleWrapping\n  outerOfWrapping");
+    CHECK(e.traceback() == "  middleWrapping\n  outerOfWrapping\n");
+  }
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("traceback: a coroutine that rethrows the same error (throw;) continues its traceback") {
+  Future<int> fut = outerOfRethrowing();
+  settle(fut, 2000);
+  try {
+    fut.read();
+    FAIL("read() did not throw");
+  } catch (const ValueError& e) {
+    CHECK(std::string(e.what()) == "bad value" + std::string(kHeading) +
+                                       "\n  innerStep\n  middleRethrowing\n  outerOfRethrowing");
+  }
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("traceback: asyncCheck of a failed coroutine rethrows from poll with the traceback in "
+          "what()") {
+  asyncCheck(fireAndForget());
+  std::string message;
+  bool asValueError = false;
+  const Clock::time_point start = Clock::now();
+  while (message.empty() && msSince(start) < 2000 && hasPendingOperations()) {
+    try {
+      poll(5);
+    } catch (const ValueError& e) {
+      asValueError = true;
+      message = e.what();
+    }
+  }
+  CHECK(asValueError);
+  CHECK(message == "bad value" + kThreeFrames + "\n  fireAndForget");
+  runDry();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("traceback: an error that passes through no coroutine is its bare message") {
+  const ValueError direct("plain message");
+  CHECK(std::string(direct.what()) == "plain message");
+  CHECK(direct.traceback().empty());
+
+  Future<int> byHand = newFuture<int>("byHand");
+  byHand.fail(IOError("failed by hand"));
+  CHECK_THROWS_WITH_AS(byHand.read(), "failed by hand", IOError);
+
+  const OSError os(ECONNRESET, "recv(fd 3)");
+  CHECK(std::string(os.what()) == "recv(fd 3): " + std::system_category().message(ECONNRESET));
+  CHECK(os.traceback().empty());
+
+  // A library error that reaches its caller directly, without a coroutine.
+  auto [client, server] = connectedPair();
+  Future<std::string> received = recv(server, 100, {});
+  poll(0);
+  const linger reset{1, 0};
+  REQUIRE(::setsockopt(static_cast<int>(client), SOL_SOCKET, SO_LINGER, &reset, sizeof reset) == 0);
+  closeSocket(client);
+  settle(received, 2000);
+  try {
+    received.read();
+    FAIL("read() did not throw");
+  } catch (const OSError& e) {
+    CHECK(std::string(e.what()) ==
+          "recv(" + fdText(server) + "): " + std::system_category().message(ECONNRESET));
+    CHECK(e.traceback().empty());
+  }
+  closeSocket(server);
+  checkDispatcherEmpty();
+}
