@@ -162,17 +162,11 @@ void cancelTimer(const Future<void>& timer) {
   timer.cancel();
 }
 
-thread_local bool insidePass = false;
+constinit thread_local bool insidePass = false;
 
-PassGuard::PassGuard() {
-  if (insidePass)
-    throw ValueError("poll: called from a callback that poll is running (poll and waitFor "
-                     "cannot be nested; co_await the future instead)");
-  insidePass = true;
-}
-
-PassGuard::~PassGuard() {
-  insidePass = false;
+void throwNestedPoll() {
+  throw ValueError("poll: called from a callback that poll is running (poll and waitFor "
+                   "cannot be nested; co_await the future instead)");
 }
 
 bool takeSynchronousTurn() noexcept {

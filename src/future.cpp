@@ -35,6 +35,10 @@ void FutureStateBase::fail(std::exception_ptr e) {
 void FutureStateBase::cancel() {
   if (finished) return;
   const CancelHook hook = cancelHook_;
+  if (CoroutineCanceller* c = hook.coroutine()) {
+    c->cancel();
+    return;
+  }
   if (Canceller* c = hook.canceller()) {
     c->cancel(*this);
     return;
@@ -47,8 +51,8 @@ void FutureStateBase::cancel() {
   fail(std::make_exception_ptr(CancelledError(what + ": cancelled")));
 }
 
-void CoroutineCanceller::cancel(FutureStateBase& own) {
-  (void)own; // the coroutine's own future fails when the cancellation unwinds the body
+// The coroutine's own future fails when the cancellation unwinds its body, not here.
+void CoroutineCanceller::cancel() {
   if (awaiting != nullptr && !awaiting->finished) {
     FutureStateBase* awaited = awaiting;
     ++awaited->refs; // cancelling may drop every other reference to it

@@ -22,10 +22,15 @@ void processPendingCallbacks(DispatcherBase& p);
 
 // Marks the thread as inside a pass of poll for its lifetime; a second one made meanwhile (poll
 // or waitFor called from a callback that poll is running) throws ValueError.
+extern constinit thread_local bool insidePass;
+[[noreturn]] void throwNestedPoll();
 class PassGuard {
 public:
-  PassGuard();
-  ~PassGuard();
+  PassGuard() {
+    if (insidePass) throwNestedPoll();
+    insidePass = true;
+  }
+  ~PassGuard() { insidePass = false; }
   PassGuard(const PassGuard&) = delete;
   PassGuard& operator=(const PassGuard&) = delete;
 };

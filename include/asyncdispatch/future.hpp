@@ -99,25 +99,37 @@ protected:
   ~Canceller() = default;
 };
 
-// The one word a pending future spends on cancellation: nothing, a Canceller, or the descriptor
-// whose callback list holds the operation (the backend takes it out: cancelWaiting).
-// Descriptors are stored shifted left with the low bit set; a Canceller's address is even.
+class CoroutineCanceller;
+
+// The one word a pending future spends on cancellation: nothing, a Canceller, the coroutine that
+// will complete it, or the descriptor whose callback list holds the operation (the backend takes
+// it out: cancelWaiting). The low two bits say which: pointers are at least 8-aligned, and a
+// descriptor is stored shifted left by two. A coroutine is its own kind so that a coroutine
+// frame needs no virtual table: its promise is built on every coroutine call.
 class CancelHook {
 public:
   CancelHook() noexcept = default;
   static CancelHook object(Canceller* c) noexcept {
     return CancelHook(reinterpret_cast<std::uintptr_t>(c));
   }
-  static CancelHook descriptor(std::intptr_t fd) noexcept {
-    return CancelHook((static_cast<std::uintptr_t>(fd) << 1) | 1);
+  static CancelHook coroutine(CoroutineCanceller* c) noexcept {
+    return CancelHook(reinterpret_cast<std::uintptr_t>(c) | kCoroutine);
   }
-  bool isDescriptor() const noexcept { return (bits_ & 1) != 0; }
-  std::intptr_t fd() const noexcept { return static_cast<std::intptr_t>(bits_) >> 1; }
+  static CancelHook descriptor(std::intptr_t fd) noexcept {
+    return CancelHook((static_cast<std::uintptr_t>(fd) << 2) | kDescriptor);
+  }
+  bool isDescriptor() const noexcept { return (bits_ & kTag) == kDescriptor; }
+  std::intptr_t fd() const noexcept { return static_cast<std::intptr_t>(bits_) >> 2; }
+  CoroutineCanceller* coroutine() const noexcept {
+    return (bits_ & kTag) == kCoroutine ? reinterpret_cast<CoroutineCanceller*>(bits_ & ~kTag)
+                                        : nullptr;
+  }
   Canceller* canceller() const noexcept {
-    return isDescriptor() ? nullptr : reinterpret_cast<Canceller*>(bits_);
+    return (bits_ & kTag) == 0 ? reinterpret_cast<Canceller*>(bits_) : nullptr;
   }
 
 private:
+  static constexpr std::uintptr_t kTag = 3, kDescriptor = 1, kCoroutine = 2;
   explicit CancelHook(std::uintptr_t bits) noexcept : bits_(bits) {}
   std::uintptr_t bits_ = 0;
 };
@@ -241,9 +253,13 @@ SuspendedList& currentSuspendedList();
 // What a coroutine frame of ours knows to pass a cancellation on: the future it is suspended on
 // (not a counted reference: the frame holds that future, or whoever holds it owns the frame).
 // A cancel that finds the coroutine running is kept and thrown at its next suspension.
-class CoroutineCanceller : public Canceller {
+class CoroutineCanceller {
 public:
-  void cancel(FutureStateBase& own) override;
+  CoroutineCanceller() = default;
+  CoroutineCanceller(const CoroutineCanceller&) = delete;
+  CoroutineCanceller& operator=(const CoroutineCanceller&) = delete;
+
+  void cancel();
 
   FutureStateBase* awaiting = nullptr; // set by co_await on suspending, cleared on resuming
   std::coroutine_handle<> self;        // the frame, as co_await last saw it
@@ -410,7 +426,7 @@ class Future : public FutureBase {
         if (c.cancelRequested) {
           c.cancelRequested = false;
           try {
-            s->cancel();
+            c.cancel();
           } catch (...) { // out of memory for the message: deliver it at the next suspension
             c.cancelRequested = true;
           }
@@ -540,9 +556,9 @@ struct PromiseBase : CoroutineCanceller {
   Future<T> future;
 
   // The coroutine's future, made with its cancel hook pointing back at this frame.
-  static Future<T> newStateFor(const char* name, Canceller* frame) {
+  static Future<T> newStateFor(const char* name, CoroutineCanceller* frame) {
     auto* state = new FutureState<T>(name);
-    state->setCancelHook(CancelHook::object(frame));
+    state->setCancelHook(CancelHook::coroutine(frame));
     return Future<T>(state);
   }
 
