@@ -54,7 +54,7 @@ bool firesBefore(const TimerEntry& a, const TimerEntry& b) {
 // timers, a binary heap's pops spend most of their time waiting for memory.
 constexpr std::size_t kArity = 4;
 
-void siftUp(std::vector<TimerEntry>& heap, std::size_t i) {
+void siftUp(TimerHeap& heap, std::size_t i) {
   TimerEntry moving = std::move(heap[i]);
   while (i > 0) {
     const std::size_t parent = (i - 1) / kArity;
@@ -65,7 +65,7 @@ void siftUp(std::vector<TimerEntry>& heap, std::size_t i) {
   heap[i] = std::move(moving);
 }
 
-void siftDown(std::vector<TimerEntry>& heap, std::size_t i) {
+void siftDown(TimerHeap& heap, std::size_t i) {
   TimerEntry moving = std::move(heap[i]);
   const std::size_t n = heap.size();
   for (;;) {
@@ -91,7 +91,7 @@ struct TimerCanceller final : detail::Canceller {
     timer.fail(std::make_exception_ptr(CancelledError("sleepAsync: cancelled")));
     timer.cancelled = true; // a timer failed by hand still fires: only these entries are dead
     if (++p.cancelledTimers * 2 < p.timers.size()) return;
-    std::erase_if(p.timers, [](const TimerEntry& t) { return detail::stateOf(t.fut).cancelled; });
+    p.timers.eraseIf([](const TimerEntry& t) { return detail::stateOf(t.fut).cancelled; });
     p.cancelledTimers = 0;
     for (std::size_t i = p.timers.size() / kArity + 1; i-- > 0;) {
       if (i < p.timers.size()) siftDown(p.timers, i);
@@ -103,7 +103,7 @@ TimerCanceller timerCanceller;
 Future<void> addSleep(Clock::duration delay) {
   Future<void> fut = newFuture<void>("sleepAsync");
   detail::stateOf(fut).setCancelHook(detail::CancelHook::object(&timerCanceller));
-  std::vector<TimerEntry>& timers = detail::currentDispatcher().timers;
+  TimerHeap& timers = detail::currentDispatcher().timers;
   timers.push_back(TimerEntry{Clock::now() + delay, fut});
   siftUp(timers, timers.size() - 1);
   return fut;

@@ -481,7 +481,7 @@ TEST_CASE("getIoHandler: the selector's fds table mirrors Nim's drawing while a 
   static_assert(std::is_same_v<PDispatcher, std::shared_ptr<Dispatcher>>);
   static_assert(std::is_base_of_v<DispatcherBase, Dispatcher>);
   static_assert(std::is_same_v<decltype(Dispatcher::selector), Selector<PData>>);
-  static_assert(std::is_same_v<decltype(DispatcherBase::timers), std::vector<TimerEntry>>);
+  static_assert(std::is_same_v<decltype(DispatcherBase::timers), TimerHeap>);
   static_assert(std::is_same_v<decltype(TimerEntry::fut), Future<void>>);
   static_assert(
       std::is_same_v<decltype(TimerEntry::finishAt), std::chrono::steady_clock::time_point>);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <deque>
 #include <iosfwd>
 #include <memory>
@@ -25,6 +26,83 @@ struct TimerEntry {
   Future<void> fut;
 };
 
+// The container behind `timers` (Nim's seq): an array of entries indexed like a vector, but
+// kept in fixed blocks, so that growing never moves the entries already there. A vector growing
+// to a million timers copies every entry at each doubling and holds old and new arrays at once;
+// here a burst of timers costs only the blocks it fills, and blocks are freed as it drains.
+class TimerHeap {
+public:
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  TimerEntry& operator[](std::size_t i) noexcept { return blocks_[i / kBlock][i % kBlock]; }
+  const TimerEntry& operator[](std::size_t i) const noexcept {
+    return blocks_[i / kBlock][i % kBlock];
+  }
+  TimerEntry& front() noexcept { return (*this)[0]; }
+  const TimerEntry& front() const noexcept { return (*this)[0]; }
+  TimerEntry& back() noexcept { return (*this)[size_ - 1]; }
+
+  // In heap order (not firing order), for range-for.
+  template <class Heap, class Entry>
+  class Iterator {
+  public:
+    using value_type = TimerEntry;
+    using difference_type = std::ptrdiff_t;
+    Iterator() = default;
+    Iterator(Heap* heap, std::size_t i) : heap_(heap), i_(i) {}
+    Entry& operator*() const { return (*heap_)[i_]; }
+    Entry* operator->() const { return &(*heap_)[i_]; }
+    Iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    Iterator operator++(int) { return Iterator(heap_, i_++); }
+    bool operator==(const Iterator& other) const { return i_ == other.i_; }
+
+  private:
+    Heap* heap_ = nullptr;
+    std::size_t i_ = 0;
+  };
+  Iterator<TimerHeap, TimerEntry> begin() noexcept { return {this, 0}; }
+  Iterator<TimerHeap, TimerEntry> end() noexcept { return {this, size_}; }
+  Iterator<const TimerHeap, const TimerEntry> begin() const noexcept { return {this, 0}; }
+  Iterator<const TimerHeap, const TimerEntry> end() const noexcept { return {this, size_}; }
+
+  void push_back(TimerEntry entry) {
+    if (size_ == blocks_.size() * kBlock) blocks_.push_back(std::make_unique<TimerEntry[]>(kBlock));
+    (*this)[size_] = std::move(entry);
+    ++size_;
+  }
+  void pop_back() noexcept {
+    back() = TimerEntry{}; // drops the future's reference now
+    --size_;
+    // One spare block is kept, so that a heap breathing around a block boundary does not
+    // allocate and free a block each time.
+    if (blocks_.size() * kBlock >= size_ + 2 * kBlock) blocks_.pop_back();
+  }
+  void clear() noexcept {
+    blocks_.clear();
+    size_ = 0;
+  }
+  // Keeps the entries for which drop(entry) is false, in their order (std::erase_if).
+  template <class Pred>
+  void eraseIf(Pred drop) {
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < size_; ++i) {
+      if (drop((*this)[i])) continue;
+      if (kept != i) (*this)[kept] = std::move((*this)[i]);
+      ++kept;
+    }
+    while (size_ > kept)
+      pop_back();
+  }
+
+private:
+  static constexpr std::size_t kBlock = 4096; // entries: 64 KiB, below malloc's mmap threshold
+  std::vector<std::unique_ptr<TimerEntry[]>> blocks_;
+  std::size_t size_ = 0;
+};
+
 // Nim's PDispatcherBase: what the dispatcher holds on every backend.
 struct DispatcherBase {
   // Not in Nim's drawing: the coroutines suspended on this dispatcher, destroyed with it.
@@ -33,7 +111,7 @@ struct DispatcherBase {
   // A 4-ary min-heap (see dispatcher.cpp) ordered by finishAt, ties broken by the future's id,
   // that is by creation order: two timers due at the same instant fire in the order they were
   // made.
-  std::vector<TimerEntry> timers;
+  TimerHeap timers;
   // Not in Nim's drawing: how many entries of `timers` belong to cancelled timers (withTimeout's
   // losing timer). They are skipped when they come to the top, and the heap is rebuilt without
   // them once they are half of it, so finished withTimeouts do not hold the heap's memory.
