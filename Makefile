@@ -8,14 +8,17 @@
 #   make examples-check  run the examples in tools/examples/ and check that each does its job
 #   make check        everything CI runs: tests, tests under ASan+UBSan, tests built with clang,
 #                     each public header compiled alone, the stub backend compiled, formatting,
-#                     test-nopidfd and examples-check
+#                     test-nopidfd, examples-check and test-windows
 #   make format       clang-format every source file
 #   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
 #                     epoll floor (installs the Debian peers when root; ~11 min); writes
 #                     build/bench/results.md, results.json and cpu_per_rt.svg
 #   make bench-quick  the same, one case and short runs (~2 min)
 #
-# BACKEND=epoll|stub picks the backend (default: the host's; another one builds into
+#   make test-windows the suite cross-built for Windows (BACKEND=iocp) and run under Wine; installs
+#                     the MinGW-w64 cross compiler and Wine when root (tools/windows/install.sh)
+#
+# BACKEND=epoll|iocp|stub picks the backend (default: the host's; another one builds into
 # build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
 
 CXX      ?= g++
@@ -38,6 +41,15 @@ PLATFORM_SRC := platform/linux/selector.cpp platform/posix/poll.cpp platform/pos
 else ifeq ($(BACKEND),stub)
 PLATFORM_SRC := platform/stub/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp \
                 platform/posix/events.cpp
+else ifeq ($(BACKEND),iocp)
+# Cross-built with Debian's MinGW-w64 (its POSIX thread model: std::thread needs winpthreads),
+# linked statically so Wine needs no MinGW DLLs. doctest.h is copied into the build folder:
+# /usr/include must never be on a cross compiler's include path.
+CXX          := x86_64-w64-mingw32-g++-posix
+PLATFORM_SRC := platform/windows/poll.cpp platform/windows/net.cpp platform/windows/events.cpp
+CXXFLAGS     += -I$(BUILD)/include
+LDFLAGS      += -static
+LDLIBS       := -lws2_32 -lmswsock
 else
 $(error BACKEND=$(BACKEND) is not written yet: see the platform matrix in README.md)
 endif
@@ -53,8 +65,8 @@ TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server $(BUILD)/bin/reuseport_ec
 HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
 DOCTEST  := /usr/include/doctest/doctest.h
 
-.PHONY: all run test test-run test-nopidfd examples-check asan clang headers stub check format \
-        format-check clean bench bench-quick bench-peers bench-bins
+.PHONY: all run test test-run test-nopidfd test-windows windows-run examples-check asan clang \
+        headers stub check format format-check clean bench bench-quick bench-peers bench-bins
 .DEFAULT_GOAL := all
 
 all: $(LIB) $(TOOLS)
@@ -103,6 +115,45 @@ test-run: test
 test-nopidfd: $(TESTS)
 	ASYNCDISPATCH_NO_PIDFD=1 timeout 600 $(TESTS) --test-case='addProcess*'
 
+# The IOCP backend, cross-built and run under Wine with a private prefix inside build/iocp/ (the
+# first run there takes about 10 s to create it). Only the test files that apply before the
+# overlapped socket operations exist are built (issue 5); the cases among them that need a socket
+# are left out by name, and the run says so.
+WIN_TEST_SRC := tests/main.cpp tests/future.cpp tests/coroutine.cpp tests/combinators.cpp \
+                tests/callsoon.cpp tests/stream.cpp
+WIN_TEST_OBJ := $(WIN_TEST_SRC:%.cpp=$(BUILD)/obj/%.o)
+WIN_TESTS    := $(BUILD)/bin/tests.exe
+WIN_SOCKET_CASES := callSoon: a callback that re-queues itself forever does not starve I/O
+# A thread that made a dispatcher crashes at its exit: MinGW-w64's __cxa_thread_atexit runs the
+# thread_local destructors after winpthreads has freed the emulated TLS they live in.
+WIN_THREAD_CASES := co_await: a million awaits of a finished future use no stack,co_await: a \
+                    thread's exit destroys the coroutines suspended on its dispatcher
+WIN_SKIPPED  := $(WIN_SOCKET_CASES),$(WIN_THREAD_CASES)
+WINE         := WINEPREFIX=$(abspath $(BUILD))/wineprefix WINEDEBUG=-all WINEDLLOVERRIDES=mscoree,mshtml= \
+                /usr/lib/wine/wine64
+
+test-windows:
+	sh tools/windows/install.sh
+	$(MAKE) BACKEND=iocp windows-run
+
+$(BUILD)/include/doctest/doctest.h: | $(DOCTEST)
+	@mkdir -p $(dir $@)
+	cp $(DOCTEST) $@
+
+$(WIN_TEST_OBJ): | $(BUILD)/include/doctest/doctest.h
+
+$(WIN_TESTS): $(WIN_TEST_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $(WIN_TEST_OBJ) $(LIB) $(LDLIBS) -o $@
+
+windows-run: $(WIN_TESTS)
+	@echo "test-windows: left out until the IOCP socket operations exist: tests/loop.cpp" \
+	  "(getIoHandler's selector, sockets), tests/timers.cpp, tests/traceback.cpp and" \
+	  "tests/nesting.cpp (POSIX socket headers), every other tests/*.cpp (sockets, events," \
+	  "signals, processes), the case \"$(WIN_SOCKET_CASES)\" (a socket pair), and the cases" \
+	  "\"$(WIN_THREAD_CASES)\" (a thread's dispatcher at thread exit: a MinGW TLS bug)"
+	timeout 600 env $(WINE) $(WIN_TESTS) --test-case-exclude="$(WIN_SKIPPED)"
+
 # The examples run for real: each is started, used or signalled, and must exit 0 in seconds.
 examples-check: $(BUILD)/bin/reuseport_echo $(BUILD)/bin/supervisor
 	bash tools/examples/check.sh $(BUILD)/bin
@@ -134,6 +185,7 @@ check:
 	$(MAKE) asan
 	$(MAKE) clang
 	$(MAKE) stub
+	$(MAKE) WERROR=-Werror test-windows
 
 SOURCES := $(shell find include src platform tests tools -name '*.cpp' -o -name '*.hpp' 2>/dev/null)
 format:

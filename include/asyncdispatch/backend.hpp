@@ -28,6 +28,8 @@
 #elif defined(ASYNCDISPATCH_BACKEND_STUB)
 #include "../../platform/stub/selector.hpp"
 #include "../../platform/posix/dispatcher.hpp"
+#elif defined(ASYNCDISPATCH_BACKEND_IOCP)
+#include "../../platform/windows/dispatcher.hpp"
 #else
 #error "this backend is not written yet: see the platform matrix in README.md"
 #endif

@@ -1,0 +1,211 @@
+// The loop of the IOCP backend: the descriptor registry, Nim's runOnce (poll) and dumpDispatcher,
+// in the order of platform/posix/poll.cpp so the two diff side by side. Completions replace
+// readiness: phase 2 dequeues them and phase 3 runs each one's CompletionData.cb.
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <ostream>
+#include <vector>
+
+#include "../../src/loop.hpp"
+
+namespace asyncdispatch {
+
+namespace {
+
+using detail::handle;
+
+// The calls that need the overlapped socket operations, which are not written yet (issue 5).
+[[noreturn]] void notYet(const char* op, AsyncFD fd) {
+  throw OSError(ERROR_CALL_NOT_IMPLEMENTED, detail::where(op, fd), "not yet on Windows");
+}
+
+// Phase 3 for one dequeued completion (Nim's runOnce body): the CustomOverlapped goes back from
+// the port to us (see dispatcher.hpp, 1) and is freed after its callback, whatever it does.
+// A packet without an OVERLAPPED was posted by hand and carries nothing to run.
+void processCompletion(Dispatcher& p, const OVERLAPPED_ENTRY& entry) {
+  if (entry.lpOverlapped == nullptr) return;
+  std::unique_ptr<CustomOverlapped> ov(static_cast<CustomOverlapped*>(entry.lpOverlapped));
+  --p.pendingOperations;
+  DWORD errcode = 0;
+  // Internal holds the operation's NTSTATUS; GetOverlappedResult turns it into the Win32 error
+  // that GetQueuedCompletionStatus would have given (see dispatcher.hpp, 2).
+  if (ov->Internal != 0) {
+    DWORD bytes = 0;
+    if (GetOverlappedResult(reinterpret_cast<HANDLE>(handle(ov->data.fd)), ov.get(), &bytes,
+                            FALSE) == 0)
+      errcode = GetLastError();
+  }
+  if (ov->data.cb) ov->data.cb(ov->data.fd, entry.dwNumberOfBytesTransferred, errcode);
+}
+
+} // namespace
+
+namespace detail {
+
+// No operation can wait on a descriptor yet: a future hooked to one is simply failed by cancel().
+// The overlapped operations will cancel here with CancelIoEx (CONTRIBUTING.md, cancellation).
+bool cancelWaiting(std::intptr_t, const FutureStateBase&) {
+  return false;
+}
+
+} // namespace detail
+
+Dispatcher::Dispatcher() : ioPort(CreateIoCompletionPort(INVALID_HANDLE_VALUE, nullptr, 0, 1)) {
+  if (ioPort == nullptr) throw OSError(static_cast<int>(GetLastError()), "newDispatcher");
+}
+
+Dispatcher::~Dispatcher() {
+  suspended.destroyAll();
+  CloseHandle(ioPort);
+}
+
+HANDLE getIoHandler(const PDispatcher& disp) {
+  if (!disp) throw ValueError("getIoHandler: the dispatcher is nil");
+  return disp->ioPort;
+}
+
+// Nim's register on Windows: associates fd with the completion port, keyed by fd itself, so
+// every overlapped operation on it completes there.
+void register_(AsyncFD fd) {
+  Dispatcher& p = detail::currentDispatcher();
+  if (p.handles.contains(fd))
+    throw ValueError(detail::where("register_", fd) + ": descriptor already registered");
+  if (CreateIoCompletionPort(reinterpret_cast<HANDLE>(handle(fd)), p.ioPort,
+                             static_cast<ULONG_PTR>(handle(fd)), 1) == nullptr)
+    throw OSError(static_cast<int>(GetLastError()), detail::where("register_", fd));
+  p.handles.insert(fd);
+}
+
+// Nim's unregister on Windows: forgets fd (the port association stays; see dispatcher.hpp, 3).
+// Beyond Nim, pending operations will fail with "unregistered" once there are any.
+void unregister(AsyncFD fd) {
+  Dispatcher& p = detail::currentDispatcher();
+  if (p.handles.erase(fd) == 0)
+    throw ValueError(detail::where("unregister", fd) + ": descriptor not registered");
+}
+
+bool contains(const PDispatcher& disp, AsyncFD fd) {
+  return disp && disp->handles.contains(fd);
+}
+
+void closeSocket(AsyncFD fd) {
+  notYet("closeSocket", fd);
+}
+
+// Nim's addRead/addWrite on Windows wait with WSAEventSelect and RegisterWaitForSingleObject.
+void addRead(AsyncFD fd, Callback) {
+  notYet("addRead", fd);
+}
+
+void addWrite(AsyncFD fd, Callback) {
+  notYet("addWrite", fd);
+}
+
+bool hasPendingOperations() {
+  const Dispatcher& p = detail::currentDispatcher();
+  return p.pendingOperations != 0 || p.timers.size() > p.cancelledTimers || !p.callbacks.empty();
+}
+
+int activeDescriptors() {
+  return detail::currentDispatcher().pendingOperations;
+}
+
+// Nim's maxDescriptors on Windows: 16_700_000, the most handles a Windows process can hold.
+int maxDescriptors() {
+  return 16'700'000;
+}
+
+// Nim's setInheritable on Windows: the handle's HANDLE_FLAG_INHERIT.
+bool setInheritable(AsyncFD fd, bool inheritable) {
+  return SetHandleInformation(reinterpret_cast<HANDLE>(handle(fd)), HANDLE_FLAG_INHERIT,
+                              inheritable ? HANDLE_FLAG_INHERIT : 0) != 0;
+}
+
+// Nim's poll, that is one runOnce: the five phases of a pass, top to bottom.
+void poll(int timeout) {
+  // A callback that polls (waitFor inside a callback) would run this pass's completions and
+  // callbacks from the middle of their own dispatch; Nim lets it and breaks in subtle ways.
+  const detail::PassGuard pass;
+  Dispatcher& p = detail::currentDispatcher();
+  if (!hasPendingOperations()) throw ValueError("No handles or timers registered in dispatcher.");
+
+  // 1. How long the kernel may block: not at all when callbacks are queued or a timer is due.
+  const int wait = detail::adjustTimeout(p, timeout);
+
+  // 2. Wait for completions, up to 64 per call (Nim's events[64]; Nim takes one per pass). With
+  // nothing in flight and no time to wait there is nothing to ask the kernel; with nothing in
+  // flight but a timer ahead, the wait is the sleep until it.
+  thread_local std::array<OVERLAPPED_ENTRY, 64> entries;
+  ULONG ready = 0;
+  if (wait != 0 || p.pendingOperations != 0) {
+    const DWORD ms = wait < 0 ? INFINITE : static_cast<DWORD>(wait);
+    if (GetQueuedCompletionStatusEx(p.ioPort, entries.data(), static_cast<ULONG>(entries.size()),
+                                    &ready, ms, FALSE) == 0) {
+      const DWORD err = GetLastError();
+      if (err != WAIT_TIMEOUT) throw OSError(static_cast<int>(err), "poll");
+      ready = 0;
+    }
+  }
+
+  // 3. Run the completion of each dequeued operation (it completes futures: callbacks get queued).
+  // A dequeued completion is never reported again (unlike readiness), so one that throws does not
+  // stop the rest: the first exception leaves poll once every entry has run.
+  std::exception_ptr failure;
+  for (ULONG i = 0; i < ready; ++i) {
+    try {
+      processCompletion(p, entries[i]);
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
+
+  // 4. Complete the timers that are due.
+  detail::processTimers(p);
+
+  // 5. Run the queued callbacks: this is where coroutines resume.
+  detail::processPendingCallbacks(p);
+}
+
+void dumpDispatcher(std::ostream& os, const PDispatcher& disp) {
+  if (!disp) throw ValueError("dumpDispatcher: the dispatcher is nil");
+  using namespace std::chrono;
+  os << "p: PDispatcher {\n";
+  os << "  ioPort: Handle " << disp->ioPort << ",\n";
+  std::vector<AsyncFD> fds(disp->handles.begin(), disp->handles.end());
+  std::sort(fds.begin(), fds.end());
+  os << "  handles: HashSet[AsyncFD] {";
+  const char* comma = "";
+  for (AsyncFD fd : fds) {
+    os << comma << fd;
+    comma = ", ";
+  }
+  os << "} (" << disp->pendingOperations << " operations in flight)\n";
+  os << "  timers: seq[tuple[finishAt, fut]] [";
+  const steady_clock::time_point now = steady_clock::now();
+  std::vector<const TimerEntry*> sorted;
+  for (const TimerEntry& t : disp->timers)
+    sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(), [](const TimerEntry* a, const TimerEntry* b) {
+    return a->finishAt != b->finishAt ? a->finishAt < b->finishAt : a->fut.id() < b->fut.id();
+  });
+  const char* sep = "\n";
+  for (const TimerEntry* t : sorted) {
+    const double inMs = duration<double, std::milli>(t->finishAt - now).count();
+    char offset[32];
+    std::snprintf(offset, sizeof offset, "%s %.1f ms", inMs < 0 ? "-" : "+", std::abs(inMs));
+    os << sep << "    (finishAt: now " << offset << ", fut: Future[void] #" << t->fut.id()
+       << " from " << t->fut.fromProc() << (t->fut.failed() ? ", cancelled" : "") << ")";
+    sep = ",\n";
+  }
+  os << (sorted.empty() ? "]\n" : "\n  ]\n");
+  os << "  callbacks: Deque[proc ()] (" << disp->callbacks.size() << " queued)\n"
+     << "  suspended: " << disp->suspended.size() << " coroutines\n}\n";
+}
+
+} // namespace asyncdispatch
