@@ -120,15 +120,17 @@ test-nopidfd: $(TESTS)
 # overlapped socket operations exist are built (issue 5); the cases among them that need a socket
 # are left out by name, and the run says so.
 WIN_TEST_SRC := tests/main.cpp tests/future.cpp tests/coroutine.cpp tests/combinators.cpp \
-                tests/callsoon.cpp tests/stream.cpp
+                tests/callsoon.cpp tests/stream.cpp tests/tcp.cpp tests/udp.cpp \
+                tests/events.cpp tests/addtimer.cpp
 WIN_TEST_OBJ := $(WIN_TEST_SRC:%.cpp=$(BUILD)/obj/%.o)
 WIN_TESTS    := $(BUILD)/bin/tests.exe
-WIN_SOCKET_CASES := callSoon: a callback that re-queues itself forever does not starve I/O
-# A thread that made a dispatcher crashes at its exit: MinGW-w64's __cxa_thread_atexit runs the
-# thread_local destructors after winpthreads has freed the emulated TLS they live in.
-WIN_THREAD_CASES := co_await: a million awaits of a finished future use no stack,co_await: a \
-                    thread's exit destroys the coroutines suspended on its dispatcher
-WIN_SKIPPED  := $(WIN_SOCKET_CASES),$(WIN_THREAD_CASES)
+# Cases compiled out of the Windows build with #if, named here so that the run says why.
+WIN_COMPILED_OUT := "acceptAddr: survives EMFILE without spinning and accepts once descriptors are \
+                    free" (Windows has no RLIMIT_NOFILE to exhaust) and "recv: Peek leaves the data \
+                    in place" (Windows rejects Peek, as Nim does; a Windows case checks that); \
+                    compiled out of tests/addtimer.cpp: the addTimer case on the dump (it shows \
+                    no waits yet) and the one on addRead/addWrite refusing a timer (not written yet)
+WIN_SKIPPED  :=
 WINE         := WINEPREFIX=$(abspath $(BUILD))/wineprefix WINEDEBUG=-all WINEDLLOVERRIDES=mscoree,mshtml= \
                 /usr/lib/wine/wine64
 
@@ -147,12 +149,12 @@ $(WIN_TESTS): $(WIN_TEST_OBJ) $(LIB)
 	$(CXX) $(LDFLAGS) $(WIN_TEST_OBJ) $(LIB) $(LDLIBS) -o $@
 
 windows-run: $(WIN_TESTS)
-	@echo "test-windows: left out until the IOCP socket operations exist: tests/loop.cpp" \
-	  "(getIoHandler's selector, sockets), tests/timers.cpp, tests/traceback.cpp and" \
-	  "tests/nesting.cpp (POSIX socket headers), every other tests/*.cpp (sockets, events," \
-	  "signals, processes), the case \"$(WIN_SOCKET_CASES)\" (a socket pair), and the cases" \
-	  "\"$(WIN_THREAD_CASES)\" (a thread's dispatcher at thread exit: a MinGW TLS bug)"
-	timeout 600 env $(WINE) $(WIN_TESTS) --test-case-exclude="$(WIN_SKIPPED)"
+	@echo "test-windows: left out until the rest of issue 5 exists: tests/loop.cpp" \
+	  "(getIoHandler's selector), tests/timers.cpp, tests/traceback.cpp and tests/nesting.cpp" \
+	  "(POSIX socket headers), every other tests/*.cpp but tcp.cpp, udp.cpp, events.cpp and" \
+	  "addtimer.cpp (signals, processes, addRead/addWrite); compiled out of tests/tcp.cpp: the cases" \
+	  '$(WIN_COMPILED_OUT)'
+	timeout 600 env $(WINE) $(WIN_TESTS) $(if $(WIN_SKIPPED),--test-case-exclude="$(WIN_SKIPPED)")
 
 # The examples run for real: each is started, used or signalled, and must exit 0 in seconds.
 examples-check: $(BUILD)/bin/reuseport_echo $(BUILD)/bin/supervisor

@@ -5,8 +5,12 @@
 #include <chrono>
 #include <climits>
 #include <cmath>
+#include <memory>
+#include <mutex>
 #include <ostream>
 #include <string>
+#include <thread>
+#include <unordered_map>
 
 #include "loop.hpp"
 
@@ -28,20 +32,50 @@ constexpr std::size_t kExtraCallbacksPerPass = 1024;
 constexpr int kSynchronousTurnsPerPass = 256;
 thread_local int synchronousTurns = kSynchronousTurnsPerPass;
 
-// The thread's global dispatcher. The holder's destructor runs at thread exit; from then on a
-// callback queued by a destructor (a coroutine frame being torn down) is dropped, not queued on
-// a dispatcher that is going away.
+// The thread's global dispatcher (Nim's gDisp threadvar). Thread-local storage holds only plain
+// values; the PDispatcher that owns the dispatcher lives on the heap, in `owners`, keyed by the
+// thread. The reason is MinGW-w64: its thread_local objects live in emulated TLS, which winpthreads
+// frees before libstdc++ runs the thread's thread_local destructors, so at thread exit a destructor
+// gets a freed `this` and every thread_local reads as freshly initialised. ThreadExit's
+// destructor therefore reads nothing of its own: it finds the dispatcher by thread id, sets
+// `global` again and only then destroys it. From then on a callback queued by a destructor (a
+// coroutine frame being torn down) is dropped, not queued on a dispatcher that is going away.
 struct GlobalDispatcher {
-  PDispatcher disp;
+  PDispatcher* owner = nullptr; // this thread's entry in owners()
   Dispatcher* raw = nullptr;
   bool shutDown = false;
-  ~GlobalDispatcher() {
-    shutDown = true;
-    disp.reset(); // raw stays valid meanwhile, for destructors of the coroutines torn down
-    raw = nullptr;
+};
+constinit thread_local GlobalDispatcher global;
+
+struct Owners {
+  std::mutex lock;
+  std::unordered_map<std::thread::id, std::unique_ptr<PDispatcher>> byThread;
+};
+// Never destroyed: a thread may exit after static destructors have run.
+Owners& owners() {
+  static Owners* const all = new Owners;
+  return *all;
+}
+
+struct ThreadExit {
+  ~ThreadExit() {
+    std::unique_ptr<PDispatcher> owner;
+    {
+      Owners& all = owners();
+      const std::lock_guard<std::mutex> locked(all.lock);
+      const auto it = all.byThread.find(std::this_thread::get_id());
+      if (it == all.byThread.end()) return;
+      owner = std::move(it->second);
+      all.byThread.erase(it);
+    }
+    global.owner = nullptr;
+    global.shutDown = true;
+    global.raw = owner->get(); // stays valid meanwhile, for destructors of the coroutines torn down
+    owner->reset();
+    global.raw = nullptr;
   }
 };
-thread_local GlobalDispatcher global;
+thread_local ThreadExit threadExit;
 
 // The order of `timers`: the earliest finishAt first, ties by creation order (the future's id).
 bool firesBefore(const TimerEntry& a, const TimerEntry& b) {
@@ -199,15 +233,29 @@ PDispatcher newDispatcher() {
 
 void setGlobalDispatcher(PDispatcher disp) {
   if (!disp) throw ValueError("setGlobalDispatcher: the dispatcher is nil");
-  if (global.disp && global.disp != disp && !global.disp->callbacks.empty())
-    throw ValueError("setGlobalDispatcher: the current dispatcher still has queued callbacks");
-  global.raw = disp.get();
-  global.disp = std::move(disp);
+  if (global.shutDown) throw ValueError("setGlobalDispatcher: the thread is exiting");
+  if (global.owner) {
+    if (*global.owner != disp && !(*global.owner)->callbacks.empty())
+      throw ValueError("setGlobalDispatcher: the current dispatcher still has queued callbacks");
+    global.raw = disp.get();
+    *global.owner = std::move(disp); // the old one may be destroyed here, with global.raw set
+    return;
+  }
+  auto owner = std::make_unique<PDispatcher>(std::move(disp));
+  (void)&threadExit; // makes sure the dispatcher is destroyed at thread exit
+  global.owner = owner.get();
+  global.raw = owner->get();
+  Owners& all = owners();
+  const std::lock_guard<std::mutex> locked(all.lock);
+  all.byThread[std::this_thread::get_id()] = std::move(owner);
 }
 
 PDispatcher getGlobalDispatcher() {
-  if (!global.disp) setGlobalDispatcher(newDispatcher());
-  return global.disp;
+  if (!global.owner) {
+    if (global.shutDown) throw ValueError("the thread's dispatcher has been destroyed");
+    setGlobalDispatcher(newDispatcher());
+  }
+  return *global.owner;
 }
 
 Future<void> sleepAsync(int ms) {

@@ -1,8 +1,12 @@
 // addTimer: the kernel timers of the selector (timerfd on Linux), periodic and oneshot, their
-// place in the counters and the dump, misuse, and their descriptors' lifetime.
+// place in the counters and the dump, misuse, and their descriptors' lifetime. On Windows each is
+// a waitable timer handle that a thread-pool wait watches.
+#if !defined(_WIN32)
 #include <fcntl.h>
+#endif
 
 #include <cerrno>
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -14,9 +18,18 @@ using namespace testsupport;
 
 namespace {
 
+#if defined(_WIN32)
+// A handle is open while Windows still knows its flags.
+bool isOpen(int fd) {
+  DWORD flags = 0;
+  return GetHandleInformation(reinterpret_cast<HANDLE>(static_cast<std::intptr_t>(fd)), &flags) !=
+         0;
+}
+#else
 bool isOpen(int fd) {
   return fcntl(fd, F_GETFD) >= 0 || errno != EBADF;
 }
+#endif
 
 // Polls until done() or ms have passed; a timer that never fires fails the caller's checks
 // instead of hanging the suite.
@@ -71,6 +84,8 @@ TEST_CASE("addTimer: a oneshot timer fires once and is gone whatever its callbac
   checkDispatcherEmpty();
 }
 
+// Windows: the dump does not show the waits yet, and Windows has no selector keys.
+#if !defined(_WIN32)
 TEST_CASE("addTimer: the callback gets the timer's descriptor, which the dump shows as a Timer "
           "key") {
   AsyncFD seen{-1};
@@ -93,6 +108,7 @@ TEST_CASE("addTimer: the callback gets the timer's descriptor, which the dump sh
   CHECK(seen == AsyncFD(timerKey));
   checkDispatcherEmpty();
 }
+#endif
 
 TEST_CASE("addTimer: each armed timer counts in activeDescriptors until it is removed") {
   int fired = 0;
@@ -156,9 +172,14 @@ TEST_CASE("addTimer: a dispatcher destroyed with an armed timer closes its descr
     PDispatcher other = newDispatcher();
     setGlobalDispatcher(other);
     addTimer(60000, false, [](AsyncFD) { return false; });
+#if defined(_WIN32)
+    for (const auto& [fd, key] : other->waits)
+      timerFd = fd;
+#else
     for (const auto& key : other->selector.fds) {
       if (key.fd != InvalidIdent) timerFd = AsyncFD(key.fd);
     }
+#endif
     setGlobalDispatcher(global);
   }
   REQUIRE(timerFd != AsyncFD(-1));
@@ -166,6 +187,8 @@ TEST_CASE("addTimer: a dispatcher destroyed with an armed timer closes its descr
   checkDispatcherEmpty();
 }
 
+// Windows: addRead and addWrite are not written yet there (issue 5).
+#if !defined(_WIN32)
 TEST_CASE("addTimer: its descriptor is not a socket: closeSocket, addRead and addWrite refuse it "
           "by name, and unregister stops it without calling it") {
   int calls = 0;
@@ -188,3 +211,4 @@ TEST_CASE("addTimer: its descriptor is not a socket: closeSocket, addRead and ad
   CHECK(calls == 0);
   checkDispatcherEmpty();
 }
+#endif

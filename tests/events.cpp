@@ -1,9 +1,13 @@
 // AsyncEvent: newAsyncEvent, trigger (also from other threads), addEvent, unregister(ev) and
-// close(ev) over the selector's user events (eventfd on Linux).
+// close(ev) over the selector's user events (eventfd on Linux; on Windows an event handle that a
+// thread-pool wait watches).
+#if !defined(_WIN32)
 #include <fcntl.h>
+#endif
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,9 +19,18 @@ using namespace testsupport;
 
 namespace {
 
+#if defined(_WIN32)
+// A handle is open while Windows still knows its flags.
+bool isOpen(int fd) {
+  DWORD flags = 0;
+  return GetHandleInformation(reinterpret_cast<HANDLE>(static_cast<std::intptr_t>(fd)), &flags) !=
+         0;
+}
+#else
 bool isOpen(int fd) {
   return fcntl(fd, F_GETFD) >= 0 || errno != EBADF;
 }
+#endif
 
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -46,12 +59,19 @@ void pollUntil(F&& done, int ms = 5000) {
     poll(50);
 }
 
-// The descriptors of the User keys the global dispatcher holds.
+// The descriptors of the User keys the global dispatcher holds (on Windows, the event handles
+// its waits watch).
 std::vector<int> userKeys() {
   std::vector<int> keys;
+#if defined(_WIN32)
+  for (const auto& [fd, key] : getGlobalDispatcher()->waits) {
+    if (key.events.contains(Event::User)) keys.push_back(static_cast<int>(fd));
+  }
+#else
   for (const auto& key : getIoHandler(getGlobalDispatcher()).fds) {
     if (key.fd != InvalidIdent && key.events.contains(Event::User)) keys.push_back(key.fd);
   }
+#endif
   return keys;
 }
 

@@ -4,9 +4,11 @@
 
 #include <doctest/doctest.h>
 
-// POSIX only: the tests that call the socket API directly get its headers from here; the Windows
-// build (make test-windows) compiles only test files that do not.
-#if !defined(_WIN32)
+// The tests that call the socket API directly get its headers from here.
+#if defined(_WIN32)
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -125,7 +127,30 @@ inline void runDry() {
     poll(10);
 }
 
-#if !defined(_WIN32) // POSIX socket calls; the Windows build has no test that needs it yet
+#if defined(_WIN32)
+// Winsock must be started before a test's own socket calls; the library starts it on its first
+// socket, which a test's raw socket may come before. WSAStartup counts, so this is harmless.
+inline void startWinsock() {
+  static const bool started = [] {
+    WSADATA data;
+    return WSAStartup(MAKEWORD(2, 2), &data) == 0;
+  }();
+  REQUIRE(started);
+}
+
+// Whether this machine can bind ::1 (Wine's host may have no IPv6 loopback).
+inline bool hasIPv6Loopback() {
+  startWinsock();
+  const SOCKET fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd == INVALID_SOCKET) return false;
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_loopback;
+  const bool ok = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+  ::closesocket(fd);
+  return ok;
+}
+#else
 // Whether this machine can bind ::1 (some containers have no IPv6 loopback).
 inline bool hasIPv6Loopback() {
   const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -60,7 +60,8 @@ void close(AsyncEvent ev);
 
 // Nim's addProcess: calls cb once when the child pid exits, also when it exited before the call.
 // The library never reaps it: cb may waitpid it to read its status. ValueError for a pid <= 0,
-// OSError (ECHILD) for a process that is not a child of this one.
+// OSError (ECHILD) for a process that is not a child of this one (POSIX; on Windows any process
+// this one may open with SYNCHRONIZE, else OSError from OpenProcess).
 void addProcess(int pid, Callback cb);
 // Nim's addSignal: calls cb each time `signal` arrives until cb returns true. The signal is
 // blocked in this thread meanwhile (block it in every thread of a multi-threaded program before

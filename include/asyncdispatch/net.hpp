@@ -8,6 +8,7 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #else
+#include <netinet/in.h>
 #include <sys/socket.h>
 #endif
 
@@ -99,6 +100,12 @@ std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port p
                               const Domain* domain, SockType sockType, bool passive = false);
 // One connection attempt to one address (the platform's part of connect and dial).
 Future<void> connectAddress(AsyncFD socket, const AddrInfo& target);
+
+// The OS's numbers for a Domain, SockType, Protocol: the same names on POSIX and Winsock
+// (src/sockets.cpp).
+int nativeDomain(Domain d);
+int nativeSockType(SockType t);
+int nativeProtocol(Protocol p);
 
 } // namespace detail
 

@@ -32,52 +32,6 @@ constexpr int kNoSignal = MSG_NOSIGNAL;
 constexpr int kNoSignal = 0;
 #endif
 
-int nativeDomain(Domain d) {
-  switch (d) {
-  case Domain::Unix:
-    return AF_UNIX;
-  case Domain::Inet:
-    return AF_INET;
-  case Domain::Inet6:
-    return AF_INET6;
-  }
-  return AF_UNSPEC;
-}
-
-int nativeSockType(SockType t) {
-  switch (t) {
-  case SockType::Stream:
-    return SOCK_STREAM;
-  case SockType::Dgram:
-    return SOCK_DGRAM;
-  case SockType::Raw:
-    return SOCK_RAW;
-  case SockType::SeqPacket:
-    return SOCK_SEQPACKET;
-  }
-  return 0;
-}
-
-int nativeProtocol(Protocol p) {
-  switch (p) {
-  case Protocol::TCP:
-    return IPPROTO_TCP;
-  case Protocol::UDP:
-    return IPPROTO_UDP;
-  case Protocol::IP:
-    return IPPROTO_IP;
-  case Protocol::IPv6:
-    return IPPROTO_IPV6;
-  case Protocol::Raw:
-    return IPPROTO_RAW;
-  case Protocol::ICMP:
-    return IPPROTO_ICMP;
-  case Protocol::ICMPv6:
-    return IPPROTO_ICMPV6;
-  }
-  return 0;
-}
-
 // Nim's isDisconnectionError for POSIX: only these three, and only with SafeDisconn.
 bool isDisconnect(SocketFlags flags, int err) {
   return flags.contains(SocketFlag::SafeDisconn) &&
@@ -312,23 +266,6 @@ bool sendNow(const Future<void>& fut, AsyncFD fd, const char* data, int size, in
   return mayWriteNow(fd) && sendSome(fut, fd, data, size, written, flags);
 }
 
-Future<std::string> readLine(AsyncFD socket) {
-  std::string line;
-  for (;;) {
-    std::string c = co_await recv(socket, 1);
-    if (c.empty()) co_return std::string();
-    if (c == "\r") {
-      c = co_await recv(socket, 1);
-      if (c.empty()) co_return std::string();
-      if (c == "\n") break;
-      line += '\r'; // a lone CR is data (Nim asserts instead)
-    }
-    if (c == "\n") break;
-    line += c;
-  }
-  co_return line.empty() ? std::string("\r\n") : line;
-}
-
 } // namespace
 
 AsyncFD createAsyncNativeSocket(int domain, int sockType, int protocol, bool inheritable) {
@@ -345,12 +282,6 @@ AsyncFD createAsyncNativeSocket(int domain, int sockType, int protocol, bool inh
     throw;
   }
   return AsyncFD(fd);
-}
-
-AsyncFD createAsyncNativeSocket(Domain domain, SockType sockType, Protocol protocol,
-                                bool inheritable) {
-  return createAsyncNativeSocket(nativeDomain(domain), nativeSockType(sockType),
-                                 nativeProtocol(protocol), inheritable);
 }
 
 Future<AcceptResult> acceptAddr(AsyncFD socket, SocketFlags flags, bool inheritable) {
@@ -507,11 +438,6 @@ Future<void> send(AsyncFD socket, std::string data, SocketFlags flags) {
   return retFuture;
 }
 
-Future<std::string> recvLine(AsyncFD socket) {
-  checkRegistered("recvLine", socket);
-  return readLine(socket);
-}
-
 void bindAddr(AsyncFD socket, Port port, const std::string& address, Domain domain) {
   checkRegistered("bindAddr", socket);
   std::string host = address;
@@ -546,8 +472,8 @@ namespace detail {
 std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port port,
                               const Domain* domain, SockType sockType, bool passive) {
   addrinfo hints{};
-  hints.ai_family = domain ? nativeDomain(*domain) : AF_UNSPEC;
-  hints.ai_socktype = nativeSockType(sockType);
+  hints.ai_family = domain ? detail::nativeDomain(*domain) : AF_UNSPEC;
+  hints.ai_socktype = detail::nativeSockType(sockType);
   hints.ai_flags = passive ? AI_PASSIVE : 0;
   const std::string service = std::to_string(static_cast<unsigned>(port));
   addrinfo* list = nullptr;

@@ -17,9 +17,9 @@
 //  5. windows.h defines min and max as macros, which breaks std::min in the core and in user code,
 //     and its old winsock.h clashes with winsock2.h: both are switched off before it is included.
 //
-// Not yet on Windows (issue 5): the socket operations, closeSocket, addRead, addWrite, addTimer,
-// AsyncEvent, addProcess and addSignal throw OSError(ERROR_CALL_NOT_IMPLEMENTED) naming
-// themselves; nothing starts an overlapped operation yet.
+// Not yet on Windows (issue 5): addRead, addWrite, addTimer, AsyncEvent, addProcess and addSignal
+// throw OSError(ERROR_CALL_NOT_IMPLEMENTED) naming themselves. The socket operations are in
+// net.cpp (AcceptEx, ConnectEx, WSARecv, WSASend, WSARecvFrom, WSASendTo).
 #pragma once
 
 #ifndef NOMINMAX
@@ -31,7 +31,10 @@
 #include <winsock2.h>
 #include <windows.h>
 
+#include <memory>
+#include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "../../include/asyncdispatch/dispatcher.hpp"
 
@@ -55,6 +58,10 @@ struct CustomOverlapped : OVERLAPPED {
   CompletionData data;
 };
 
+namespace detail {
+struct WaitRegistration;
+} // namespace detail
+
 struct Dispatcher : DispatcherBase {
   // Nim's newDispatcher: opens the completion port. Throws OSError if Windows refuses.
   Dispatcher();
@@ -68,10 +75,44 @@ struct Dispatcher : DispatcherBase {
   HANDLE ioPort = nullptr;
   // Nim's handles: the registered descriptors.
   std::unordered_set<AsyncFD> handles;
-  // Not in Nim's drawing: overlapped operations started and not yet dequeued. What
-  // hasPendingOperations and activeDescriptors count (Nim counts every registered handle).
+  // Not in Nim's drawing: overlapped operations started and not yet dequeued, abandoned ones
+  // included (their OVERLAPPED still belongs to the port).
   int pendingOperations = 0;
+  // Not in Nim's drawing: how many of those were abandoned (failed by closeSocket, unregister or
+  // cancel) and are only waiting for their completion to be dequeued: they count as pending for
+  // neither hasPendingOperations nor activeDescriptors.
+  int abandonedOperations = 0;
+
+  // Not in Nim's drawing: one socket operation in flight, as closeSocket, unregister and cancel
+  // find it: its OVERLAPPED (to cancel), its future (to fail) and its name (for the error).
+  struct InFlight {
+    CustomOverlapped* ov;
+    FutureBase fut;
+    const char* op;
+  };
+  // The socket operations in flight on each descriptor (no entry for a descriptor with none): what
+  // activeDescriptors counts, per descriptor as on POSIX (Nim counts every registered handle).
+  std::unordered_map<AsyncFD, std::vector<InFlight>> operations;
+
+  // Not in Nim's drawing: the timers, events and processes a thread-pool wait watches for this
+  // dispatcher (addTimer, addEvent, addProcess; events.cpp), by handle, each with its kind. Each
+  // counts in hasPendingOperations and activeDescriptors while it is armed.
+  struct WaitKey {
+    EventSet events;
+    std::shared_ptr<detail::WaitRegistration> reg;
+  };
+  std::unordered_map<AsyncFD, WaitKey> waits;
 };
+
+namespace detail {
+// The OVERLAPPED whose address marks a packet a wait registration posted (events.cpp): its
+// completion key is the handle waited on, its byte count the registration's serial number.
+extern OVERLAPPED waitPacket;
+// Phase 3 for such a packet: runs the registration's callback on the dispatcher's thread.
+void processWait(Dispatcher& p, AsyncFD fd, DWORD serial);
+// unregister(fd) for a timer, an event or a process: stops the wait; false if fd is none.
+bool unregisterWait(Dispatcher& p, AsyncFD fd);
+} // namespace detail
 
 // Nim's getIoHandler: the dispatcher's completion port.
 HANDLE getIoHandler(const PDispatcher& disp);

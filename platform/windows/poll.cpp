@@ -9,6 +9,7 @@
 #include <exception>
 #include <memory>
 #include <ostream>
+#include <string>
 #include <vector>
 
 #include "../../src/loop.hpp"
@@ -19,15 +20,37 @@ namespace {
 
 using detail::handle;
 
-// The calls that need the overlapped socket operations, which are not written yet (issue 5).
+// The calls that are not written yet (issue 5).
 [[noreturn]] void notYet(const char* op, AsyncFD fd) {
   throw OSError(ERROR_CALL_NOT_IMPLEMENTED, detail::where(op, fd), "not yet on Windows");
+}
+
+// Fails each socket operation in flight on fd once (closeSocket, unregister), with
+// ERROR_OPERATION_ABORTED and a message naming the operation and why. Their OVERLAPPEDs stay with
+// the port: the aborted completions, once dequeued, find themselves unlisted and do nothing
+// (claim in net.cpp). `cancel` stops the calls in the kernel (closesocket already does).
+void abandon(Dispatcher& p, AsyncFD fd, const char* why, bool cancel) {
+  const auto it = p.operations.find(fd);
+  if (it == p.operations.end()) return;
+  const std::vector<Dispatcher::InFlight> ops = std::move(it->second);
+  p.operations.erase(it);
+  p.abandonedOperations += static_cast<int>(ops.size());
+  for (const Dispatcher::InFlight& op : ops) {
+    if (cancel) CancelIoEx(reinterpret_cast<HANDLE>(handle(fd)), op.ov);
+    if (!op.fut.finished())
+      op.fut.fail(OSError(ERROR_OPERATION_ABORTED, detail::where(op.op, fd),
+                          std::string("socket ") + why + " while the operation was pending"));
+  }
 }
 
 // Phase 3 for one dequeued completion (Nim's runOnce body): the CustomOverlapped goes back from
 // the port to us (see dispatcher.hpp, 1) and is freed after its callback, whatever it does.
 // A packet without an OVERLAPPED was posted by hand and carries nothing to run.
 void processCompletion(Dispatcher& p, const OVERLAPPED_ENTRY& entry) {
+  if (entry.lpOverlapped == &detail::waitPacket) {
+    detail::processWait(p, AsyncFD(entry.lpCompletionKey), entry.dwNumberOfBytesTransferred);
+    return;
+  }
   if (entry.lpOverlapped == nullptr) return;
   std::unique_ptr<CustomOverlapped> ov(static_cast<CustomOverlapped*>(entry.lpOverlapped));
   --p.pendingOperations;
@@ -47,10 +70,25 @@ void processCompletion(Dispatcher& p, const OVERLAPPED_ENTRY& entry) {
 
 namespace detail {
 
-// No operation can wait on a descriptor yet: a future hooked to one is simply failed by cancel().
-// The overlapped operations will cancel here with CancelIoEx (CONTRIBUTING.md, cancellation).
-bool cancelWaiting(std::intptr_t, const FutureStateBase&) {
-  return false;
+// A proactor cancels in the kernel (CONTRIBUTING.md, cancellation): CancelIoEx on the operation's
+// OVERLAPPED, and cancel() fails the future at once. The OVERLAPPED and its buffer stay with the
+// port until the aborted completion is dequeued, which then does nothing (claim in net.cpp). A
+// call that had already completed cannot be cancelled: what it did (bytes read, a connection
+// accepted and then closed with its state) is lost with the future.
+bool cancelWaiting(std::intptr_t fd, const FutureStateBase& fut) {
+  Dispatcher& p = currentDispatcher();
+  const auto it = p.operations.find(AsyncFD(fd));
+  if (it == p.operations.end()) return false;
+  std::vector<Dispatcher::InFlight>& list = it->second;
+  const auto op = std::find_if(list.begin(), list.end(), [&](const Dispatcher::InFlight& o) {
+    return &stateOf(o.fut) == &fut;
+  });
+  if (op == list.end()) return false;
+  CancelIoEx(reinterpret_cast<HANDLE>(static_cast<SocketHandle>(fd)), op->ov);
+  list.erase(op);
+  if (list.empty()) p.operations.erase(it);
+  ++p.abandonedOperations;
+  return true;
 }
 
 } // namespace detail
@@ -61,6 +99,7 @@ Dispatcher::Dispatcher() : ioPort(CreateIoCompletionPort(INVALID_HANDLE_VALUE, n
 
 Dispatcher::~Dispatcher() {
   suspended.destroyAll();
+  waits.clear(); // stops every thread-pool wait before the port they post to is closed
   CloseHandle(ioPort);
 }
 
@@ -82,19 +121,30 @@ void register_(AsyncFD fd) {
 }
 
 // Nim's unregister on Windows: forgets fd (the port association stays; see dispatcher.hpp, 3).
-// Beyond Nim, pending operations will fail with "unregistered" once there are any.
+// Beyond Nim, pending operations are cancelled and fail with "unregistered".
 void unregister(AsyncFD fd) {
   Dispatcher& p = detail::currentDispatcher();
+  if (detail::unregisterWait(p, fd)) return; // a timer's, an event's or a process's handle
   if (p.handles.erase(fd) == 0)
     throw ValueError(detail::where("unregister", fd) + ": descriptor not registered");
+  abandon(p, fd, "unregistered", true);
 }
 
 bool contains(const PDispatcher& disp, AsyncFD fd) {
   return disp && disp->handles.contains(fd);
 }
 
+// Nim's closeSocket on Windows: closesocket, which aborts every overlapped call on the socket;
+// beyond Nim, each pending operation fails once with ERROR_OPERATION_ABORTED naming it, as on
+// POSIX (where the code is EBADF).
 void closeSocket(AsyncFD fd) {
-  notYet("closeSocket", fd);
+  Dispatcher& p = detail::currentDispatcher();
+  if (!p.handles.contains(fd))
+    throw ValueError(detail::where("closeSocket", fd) + ": File descriptor not registered.");
+  p.handles.erase(fd);
+  const int closeError = closesocket(handle(fd)) != 0 ? WSAGetLastError() : 0;
+  abandon(p, fd, "closed", false);
+  if (closeError != 0) throw OSError(closeError, detail::where("closeSocket", fd));
 }
 
 // Nim's addRead/addWrite on Windows wait with WSAEventSelect and RegisterWaitForSingleObject.
@@ -106,13 +156,23 @@ void addWrite(AsyncFD fd, Callback) {
   notYet("addWrite", fd);
 }
 
+// Abandoned operations whose completion is still to be dequeued are not pending: their futures
+// have failed, and the next pass that waits collects them.
 bool hasPendingOperations() {
   const Dispatcher& p = detail::currentDispatcher();
-  return p.pendingOperations != 0 || p.timers.size() > p.cancelledTimers || !p.callbacks.empty();
+  return p.pendingOperations > p.abandonedOperations || !p.waits.empty() ||
+         p.timers.size() > p.cancelledTimers || !p.callbacks.empty();
 }
 
+// Each descriptor with a socket operation in flight counts once (DESIGN §5), and whatever else is
+// in flight on the port once each.
 int activeDescriptors() {
-  return detail::currentDispatcher().pendingOperations;
+  const Dispatcher& p = detail::currentDispatcher();
+  int socketOperations = 0;
+  for (const auto& [fd, ops] : p.operations)
+    socketOperations += static_cast<int>(ops.size());
+  return static_cast<int>(p.operations.size()) + p.pendingOperations - p.abandonedOperations -
+         socketOperations + static_cast<int>(p.waits.size());
 }
 
 // Nim's maxDescriptors on Windows: 16_700_000, the most handles a Windows process can hold.
@@ -142,7 +202,7 @@ void poll(int timeout) {
   // flight but a timer ahead, the wait is the sleep until it.
   thread_local std::array<OVERLAPPED_ENTRY, 64> entries;
   ULONG ready = 0;
-  if (wait != 0 || p.pendingOperations != 0) {
+  if (wait != 0 || p.pendingOperations != 0 || !p.waits.empty()) {
     const DWORD ms = wait < 0 ? INFINITE : static_cast<DWORD>(wait);
     if (GetQueuedCompletionStatusEx(p.ioPort, entries.data(), static_cast<ULONG>(entries.size()),
                                     &ready, ms, FALSE) == 0) {
