@@ -2,6 +2,8 @@
 // timers heap and the loop phases that do not touch the kernel; plus drain and runForever, which
 // are built from poll.
 #include <algorithm>
+#include <cstdio>
+#include <vector>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -201,6 +203,30 @@ constinit thread_local bool insidePass = false;
 void throwNestedPoll() {
   throw ValueError("poll: called from a callback that poll is running (poll and waitFor "
                    "cannot be nested; co_await the future instead)");
+}
+
+void dumpTimersAndCallbacks(std::ostream& os, const DispatcherBase& p) {
+  using namespace std::chrono;
+  os << "  timers: seq[tuple[finishAt, fut]] [";
+  const steady_clock::time_point now = steady_clock::now();
+  std::vector<const TimerEntry*> sorted;
+  for (const TimerEntry& t : p.timers)
+    sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(), [](const TimerEntry* a, const TimerEntry* b) {
+    return a->finishAt != b->finishAt ? a->finishAt < b->finishAt : a->fut.id() < b->fut.id();
+  });
+  const char* sep = "\n";
+  for (const TimerEntry* t : sorted) {
+    const double inMs = duration<double, std::milli>(t->finishAt - now).count();
+    char offset[32];
+    std::snprintf(offset, sizeof offset, "%s %.1f ms", inMs < 0 ? "-" : "+", std::abs(inMs));
+    os << sep << "    (finishAt: now " << offset << ", fut: Future[void] #" << t->fut.id()
+       << " from " << t->fut.fromProc() << (t->fut.failed() ? ", cancelled" : "") << ")";
+    sep = ",\n";
+  }
+  os << (sorted.empty() ? "]\n" : "\n  ]\n");
+  os << "  callbacks: Deque[proc ()] (" << p.callbacks.size() << " queued)\n"
+     << "  suspended: " << p.suspended.size() << " coroutines\n";
 }
 
 bool takeSynchronousTurn() noexcept {

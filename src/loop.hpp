@@ -2,6 +2,7 @@
 // pass that do not depend on the kernel, and the descriptor-naming helper for error messages.
 #pragma once
 
+#include <iosfwd>
 #include <string>
 
 #include "../include/asyncdispatch/backend.hpp"
@@ -34,6 +35,10 @@ public:
   PassGuard(const PassGuard&) = delete;
   PassGuard& operator=(const PassGuard&) = delete;
 };
+
+// The part of dumpDispatcher every backend shares: the timers (in firing order), the callSoon
+// queue and the suspended coroutines, in the drawing's notation.
+void dumpTimersAndCallbacks(std::ostream& os, const DispatcherBase& p);
 
 // An operation may complete synchronously (without waiting for readiness) only while this returns
 // true: each callback phase allows kSynchronousTurnsPerPass of them, so a coroutine whose every

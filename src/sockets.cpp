@@ -56,6 +56,24 @@ int nativeProtocol(Protocol p) {
   return 0;
 }
 
+void checkSize(const char* op, AsyncFD fd, int size) {
+  if (size <= 0)
+    throw ValueError(where(op, fd) + ": size must be positive, got " + std::to_string(size));
+}
+
+void checkLength(const char* op, AsyncFD fd, int size) {
+  if (size < 0) throw ValueError(where(op, fd) + ": size must not be negative");
+}
+
+void checkNotNull(const char* op, AsyncFD fd, bool present, const char* what) {
+  if (!present) throw ValueError(where(op, fd) + ": " + what + " is null");
+}
+
+void checkAddressLength(const char* op, AsyncFD fd, socklen_t len) {
+  if (len <= 0 || len > static_cast<socklen_t>(sizeof(sockaddr_storage)))
+    throw ValueError(where(op, fd) + ": address length out of range");
+}
+
 } // namespace detail
 
 namespace {

@@ -107,6 +107,13 @@ int nativeDomain(Domain d);
 int nativeSockType(SockType t);
 int nativeProtocol(Protocol p);
 
+// The argument checks every backend makes at the call, so that misuse throws the same
+// ValueError everywhere, naming the operation and the descriptor (src/sockets.cpp).
+void checkSize(const char* op, AsyncFD fd, int size);   // size > 0
+void checkLength(const char* op, AsyncFD fd, int size); // size >= 0
+void checkNotNull(const char* op, AsyncFD fd, bool present, const char* what);
+void checkAddressLength(const char* op, AsyncFD fd, socklen_t len);
+
 } // namespace detail
 
 } // namespace asyncdispatch

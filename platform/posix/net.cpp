@@ -52,11 +52,6 @@ void checkRegistered(const char* op, AsyncFD fd) {
     throw ValueError(where(op, fd) + ": File descriptor not registered.");
 }
 
-void checkSize(const char* op, AsyncFD fd, int size) {
-  if (size <= 0)
-    throw ValueError(where(op, fd) + ": size must be positive, got " + std::to_string(size));
-}
-
 // If closeSocket or unregister is failing the operations on fd, fails fut accordingly.
 bool failIfAbandoned(const FutureBase& fut, const char* op, AsyncFD fd) {
   const char* why = detail::abandonReason(fd);
@@ -294,7 +289,7 @@ Future<AsyncFD> accept(AsyncFD socket, SocketFlags flags, bool inheritable) {
 
 Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
   checkRegistered("recv", socket);
-  checkSize("recv", socket, size);
+  detail::checkSize("recv", socket, size);
   Future<std::string> retFuture = newFuture<std::string>("recv");
   waitReadable(socket, retFuture, [size, flags](const Future<std::string>& retFuture, AsyncFD fd) {
     if (failIfAbandoned(retFuture, "recv", fd)) return true;
@@ -330,8 +325,8 @@ Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
 
 Future<int> recvInto(AsyncFD socket, void* buf, int size, SocketFlags flags) {
   checkRegistered("recvInto", socket);
-  checkSize("recvInto", socket, size);
-  if (buf == nullptr) throw ValueError(where("recvInto", socket) + ": buffer is null");
+  detail::checkSize("recvInto", socket, size);
+  detail::checkNotNull("recvInto", socket, buf != nullptr, "buffer");
   Future<int> retFuture = newFuture<int>("recvInto");
   waitReadable(socket, retFuture, [buf, size, flags](const Future<int>& retFuture, AsyncFD fd) {
     if (failIfAbandoned(retFuture, "recvInto", fd)) return true;
@@ -355,9 +350,10 @@ Future<int> recvInto(AsyncFD socket, void* buf, int size, SocketFlags flags) {
 Future<int> recvFromInto(AsyncFD socket, void* data, int size, sockaddr* saddr, socklen_t* saddrLen,
                          SocketFlags flags) {
   checkRegistered("recvFromInto", socket);
-  checkSize("recvFromInto", socket, size);
-  if (data == nullptr || saddr == nullptr || saddrLen == nullptr)
-    throw ValueError(where("recvFromInto", socket) + ": a buffer or address pointer is null");
+  detail::checkSize("recvFromInto", socket, size);
+  detail::checkNotNull("recvFromInto", socket,
+                       data != nullptr && saddr != nullptr && saddrLen != nullptr,
+                       "a buffer or address pointer");
   Future<int> retFuture = newFuture<int>("recvFromInto");
   waitReadable(socket, retFuture,
                [data, size, saddr, saddrLen, flags](const Future<int>& retFuture, AsyncFD fd) {
@@ -381,11 +377,10 @@ Future<int> recvFromInto(AsyncFD socket, void* data, int size, sockaddr* saddr, 
 Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* saddr,
                     socklen_t saddrLen, SocketFlags flags) {
   checkRegistered("sendTo", socket);
-  if (size < 0) throw ValueError(where("sendTo", socket) + ": size must not be negative");
-  if ((data == nullptr && size > 0) || saddr == nullptr)
-    throw ValueError(where("sendTo", socket) + ": a buffer or address pointer is null");
-  if (saddrLen <= 0 || saddrLen > static_cast<socklen_t>(sizeof(sockaddr_storage)))
-    throw ValueError(where("sendTo", socket) + ": address length out of range");
+  detail::checkLength("sendTo", socket, size);
+  detail::checkNotNull("sendTo", socket, (data != nullptr || size == 0) && saddr != nullptr,
+                       "a buffer or address pointer");
+  detail::checkAddressLength("sendTo", socket, saddrLen);
   (void)flags; // as in Nim, the caller's flags are not passed on (SafeDisconn means nothing here)
   // The destination is copied now, so the caller's sockaddr may go away (Nim copies it too).
   sockaddr_storage to{};
@@ -410,8 +405,8 @@ Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* 
 
 Future<void> send(AsyncFD socket, const void* buf, int size, SocketFlags flags) {
   checkRegistered("send", socket);
-  if (size < 0) throw ValueError(where("send", socket) + ": size must not be negative");
-  if (buf == nullptr && size > 0) throw ValueError(where("send", socket) + ": buffer is null");
+  detail::checkLength("send", socket, size);
+  detail::checkNotNull("send", socket, buf != nullptr || size == 0, "buffer");
   Future<void> retFuture = newFuture<void>("send");
   const char* data = static_cast<const char*>(buf);
   int written = 0;

@@ -305,29 +305,10 @@ std::ostream& operator<<(std::ostream& os, const PData& data) {
 
 void dumpDispatcher(std::ostream& os, const PDispatcher& disp) {
   if (!disp) throw ValueError("dumpDispatcher: the dispatcher is nil");
-  using namespace std::chrono;
   os << "p: PDispatcher {\n";
   disp->selector.dump(os);
-  os << "  timers: seq[tuple[finishAt, fut]] [";
-  const steady_clock::time_point now = steady_clock::now();
-  std::vector<const TimerEntry*> sorted;
-  for (const TimerEntry& t : disp->timers)
-    sorted.push_back(&t);
-  std::sort(sorted.begin(), sorted.end(), [](const TimerEntry* a, const TimerEntry* b) {
-    return a->finishAt != b->finishAt ? a->finishAt < b->finishAt : a->fut.id() < b->fut.id();
-  });
-  const char* sep = "\n";
-  for (const TimerEntry* t : sorted) {
-    const double inMs = duration<double, std::milli>(t->finishAt - now).count();
-    char offset[32];
-    std::snprintf(offset, sizeof offset, "%s %.1f ms", inMs < 0 ? "-" : "+", std::abs(inMs));
-    os << sep << "    (finishAt: now " << offset << ", fut: Future[void] #" << t->fut.id()
-       << " from " << t->fut.fromProc() << (t->fut.failed() ? ", cancelled" : "") << ")";
-    sep = ",\n";
-  }
-  os << (sorted.empty() ? "]\n" : "\n  ]\n");
-  os << "  callbacks: Deque[proc ()] (" << disp->callbacks.size() << " queued)\n"
-     << "  suspended: " << disp->suspended.size() << " coroutines\n}\n";
+  detail::dumpTimersAndCallbacks(os, *disp);
+  os << "}\n";
 }
 
 } // namespace asyncdispatch

@@ -120,11 +120,6 @@ void checkRegistered(const char* op, AsyncFD fd) {
     throw ValueError(where(op, fd) + ": File descriptor not registered.");
 }
 
-void checkSize(const char* op, AsyncFD fd, int size) {
-  if (size <= 0)
-    throw ValueError(where(op, fd) + ": size must be positive, got " + std::to_string(size));
-}
-
 // Nim's recv on Windows asserts "Peek not supported on Windows.": an overlapped MSG_PEEK would
 // complete with data that is still there, and the next recv would return it again. Thrown at the
 // call, as misuse.
@@ -442,7 +437,7 @@ Future<AsyncFD> accept(AsyncFD socket, SocketFlags flags, bool inheritable) {
 
 Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
   checkRegistered("recv", socket);
-  checkSize("recv", socket, size);
+  detail::checkSize("recv", socket, size);
   rejectPeek("recv", socket, flags);
   Future<std::string> retFuture = newFuture<std::string>("recv");
   auto st = std::make_unique<RecvState>();
@@ -465,9 +460,9 @@ Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
 
 Future<int> recvInto(AsyncFD socket, void* buf, int size, SocketFlags flags) {
   checkRegistered("recvInto", socket);
-  checkSize("recvInto", socket, size);
+  detail::checkSize("recvInto", socket, size);
   rejectPeek("recvInto", socket, flags);
-  if (buf == nullptr) throw ValueError(where("recvInto", socket) + ": buffer is null");
+  detail::checkNotNull("recvInto", socket, buf != nullptr, "buffer");
   Future<int> retFuture = newFuture<int>("recvInto");
   auto st = std::make_unique<RecvState>();
   st->buf.resize(static_cast<std::size_t>(size));
@@ -490,10 +485,11 @@ Future<int> recvInto(AsyncFD socket, void* buf, int size, SocketFlags flags) {
 Future<int> recvFromInto(AsyncFD socket, void* data, int size, sockaddr* saddr, socklen_t* saddrLen,
                          SocketFlags flags) {
   checkRegistered("recvFromInto", socket);
-  checkSize("recvFromInto", socket, size);
+  detail::checkSize("recvFromInto", socket, size);
   rejectPeek("recvFromInto", socket, flags);
-  if (data == nullptr || saddr == nullptr || saddrLen == nullptr)
-    throw ValueError(where("recvFromInto", socket) + ": a buffer or address pointer is null");
+  detail::checkNotNull("recvFromInto", socket,
+                       data != nullptr && saddr != nullptr && saddrLen != nullptr,
+                       "a buffer or address pointer");
   Future<int> retFuture = newFuture<int>("recvFromInto");
   auto st = std::make_unique<RecvState>();
   st->buf.resize(static_cast<std::size_t>(size));
@@ -517,11 +513,10 @@ Future<int> recvFromInto(AsyncFD socket, void* data, int size, sockaddr* saddr, 
 Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* saddr,
                     socklen_t saddrLen, SocketFlags flags) {
   checkRegistered("sendTo", socket);
-  if (size < 0) throw ValueError(where("sendTo", socket) + ": size must not be negative");
-  if ((data == nullptr && size > 0) || saddr == nullptr)
-    throw ValueError(where("sendTo", socket) + ": a buffer or address pointer is null");
-  if (saddrLen <= 0 || saddrLen > static_cast<socklen_t>(sizeof(sockaddr_storage)))
-    throw ValueError(where("sendTo", socket) + ": address length out of range");
+  detail::checkLength("sendTo", socket, size);
+  detail::checkNotNull("sendTo", socket, (data != nullptr || size == 0) && saddr != nullptr,
+                       "a buffer or address pointer");
+  detail::checkAddressLength("sendTo", socket, saddrLen);
   (void)flags; // as in Nim, the caller's flags are not passed on (SafeDisconn means nothing here)
   // The datagram and its destination are copied now (rule 1 above; Nim copies the address too).
   struct SendToState {
@@ -553,8 +548,8 @@ Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* 
 
 Future<void> send(AsyncFD socket, const void* buf, int size, SocketFlags flags) {
   checkRegistered("send", socket);
-  if (size < 0) throw ValueError(where("send", socket) + ": size must not be negative");
-  if (buf == nullptr && size > 0) throw ValueError(where("send", socket) + ": buffer is null");
+  detail::checkLength("send", socket, size);
+  detail::checkNotNull("send", socket, buf != nullptr || size == 0, "buffer");
   // Copied (rule 1 above): the kernel reads it after the future may have failed.
   return sendOwned(socket,
                    size > 0
