@@ -16,31 +16,7 @@
 using namespace asyncdispatch;
 using namespace testsupport;
 
-namespace {
-
-#if defined(_WIN32)
-// A handle is open while Windows still knows its flags.
-bool isOpen(int fd) {
-  DWORD flags = 0;
-  return GetHandleInformation(reinterpret_cast<HANDLE>(static_cast<std::intptr_t>(fd)), &flags) !=
-         0;
-}
-#else
-bool isOpen(int fd) {
-  return fcntl(fd, F_GETFD) >= 0 || errno != EBADF;
-}
-#endif
-
-// Polls until done() or ms have passed; a timer that never fires fails the caller's checks
-// instead of hanging the suite.
-template <class F>
-void pollUntil(F&& done, int ms = 5000) {
-  const Clock::time_point start = Clock::now();
-  while (!done() && msSince(start) < ms)
-    poll(50);
-}
-
-} // namespace
+namespace {} // namespace
 
 TEST_CASE("addTimer: a periodic timer ticks until its callback returns true") {
   int ticks = 0;

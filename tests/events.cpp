@@ -19,19 +19,6 @@ using namespace testsupport;
 
 namespace {
 
-#if defined(_WIN32)
-// A handle is open while Windows still knows its flags.
-bool isOpen(int fd) {
-  DWORD flags = 0;
-  return GetHandleInformation(reinterpret_cast<HANDLE>(static_cast<std::intptr_t>(fd)), &flags) !=
-         0;
-}
-#else
-bool isOpen(int fd) {
-  return fcntl(fd, F_GETFD) >= 0 || errno != EBADF;
-}
-#endif
-
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
@@ -49,14 +36,6 @@ std::string valueErrorOf(F&& call) {
   }
   FAIL_CHECK("no ValueError was thrown");
   return {};
-}
-
-// Polls until done() or ms have passed, so a lost trigger fails the checks instead of hanging.
-template <class F>
-void pollUntil(F&& done, int ms = 5000) {
-  const Clock::time_point start = Clock::now();
-  while (!done() && msSince(start) < ms)
-    poll(50);
 }
 
 // The descriptors of the User keys the global dispatcher holds (on Windows, the event handles

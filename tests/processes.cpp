@@ -20,13 +20,6 @@ using namespace testsupport;
 
 namespace {
 
-template <class F>
-void pollUntil(F&& done, int ms = 5000) {
-  const Clock::time_point start = Clock::now();
-  while (!done() && msSince(start) < ms)
-    poll(50);
-}
-
 // A pipe whose closing releases the children waiting on it, so they exit when the test says.
 struct Gate {
   int fds[2] = {-1, -1};

@@ -32,10 +32,6 @@ int rawSocket() {
   return fd;
 }
 
-bool isOpen(int fd) {
-  return fcntl(fd, F_GETFD) >= 0 || errno != EBADF;
-}
-
 // The message of the ValueError that `call` throws, or a failed check.
 template <class F>
 std::string valueErrorOf(F&& call) {

@@ -16,10 +16,6 @@ using namespace testsupport;
 
 namespace {
 
-bool isOpen(int fd) {
-  return fcntl(fd, F_GETFD) >= 0 || errno != EBADF;
-}
-
 bool blocked(int signal) {
   sigset_t current;
   pthread_sigmask(SIG_BLOCK, nullptr, &current);
@@ -31,13 +27,6 @@ void setBlocked(int signal, bool block) {
   sigemptyset(&set);
   sigaddset(&set, signal);
   pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, nullptr);
-}
-
-template <class F>
-void pollUntil(F&& done, int ms = 5000) {
-  const Clock::time_point start = Clock::now();
-  while (!done() && msSince(start) < ms)
-    poll(50);
 }
 
 // The descriptor of the global dispatcher's Signal key, or -1.

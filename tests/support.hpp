@@ -9,12 +9,15 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #else
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #endif
 
+#include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <string>
 #include <utility>
@@ -84,6 +87,29 @@ inline double msSince(Clock::time_point start) {
 // "fd 7", as error messages name a descriptor.
 inline std::string fdText(AsyncFD fd) {
   return "fd " + std::to_string(static_cast<int>(fd));
+}
+
+// Whether a descriptor (a handle on Windows) is still open: for the tests of what the library
+// closes and what it leaves open.
+#if defined(_WIN32)
+inline bool isOpen(int fd) {
+  DWORD flags = 0; // a handle is open while Windows still knows its flags
+  return GetHandleInformation(reinterpret_cast<HANDLE>(static_cast<std::intptr_t>(fd)), &flags) !=
+         0;
+}
+#else
+inline bool isOpen(int fd) {
+  return fcntl(fd, F_GETFD) >= 0 || errno != EBADF;
+}
+#endif
+
+// Polls until done() or ms have passed: something that never happens fails the caller's checks
+// instead of hanging the suite.
+template <class F>
+void pollUntil(F&& done, int ms = 5000) {
+  const Clock::time_point start = Clock::now();
+  while (!done() && msSince(start) < ms)
+    poll(50);
 }
 
 // Polls until fut has finished, without reading it; a future that does not finish within `ms`
