@@ -21,10 +21,6 @@ std::string dump(const PDispatcher& p = getGlobalDispatcher()) {
   return os.str();
 }
 
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 std::vector<std::string> linesOf(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream in(text);

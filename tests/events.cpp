@@ -19,25 +19,6 @@ using namespace testsupport;
 
 namespace {
 
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-// The message of the ValueError that `call` throws, or a failed check.
-template <class F>
-std::string valueErrorOf(F&& call) {
-  try {
-    call();
-  } catch (const ValueError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL_CHECK("not a ValueError: " << std::string(e.what()));
-    return {};
-  }
-  FAIL_CHECK("no ValueError was thrown");
-  return {};
-}
-
 // The descriptors of the User keys the global dispatcher holds (on Windows, the event handles
 // its waits watch).
 std::vector<int> userKeys() {

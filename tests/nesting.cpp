@@ -23,7 +23,7 @@ bool saysNested(const std::string& message) {
 
 // Runs `nested` and gives the message of the ValueError it threw ("" if it threw none).
 template <class F>
-std::string valueErrorOf(F&& nested) {
+std::string nestedValueError(F&& nested) {
   try {
     nested();
   } catch (const ValueError& e) {
@@ -59,7 +59,7 @@ TEST_CASE("nesting: poll from a callSoon callback throws ValueError saying so; t
           "goes on") {
   std::string message;
   bool laterRan = false;
-  callSoon([&message] { message = valueErrorOf([] { poll(0); }); });
+  callSoon([&message] { message = nestedValueError([] { poll(0); }); });
   callSoon([&laterRan] { laterRan = true; }); // still queued while the first runs
   poll(0);
   CHECK_MESSAGE(saysNested(message), "message: " << message);
@@ -71,7 +71,7 @@ TEST_CASE("nesting: poll from a callSoon callback throws ValueError saying so; t
 TEST_CASE("nesting: waitFor from a callSoon callback throws ValueError saying so") {
   Future<int> never = newFuture<int>("never");
   std::string message;
-  callSoon([&message, never] { message = valueErrorOf([never] { (void)waitFor(never); }); });
+  callSoon([&message, never] { message = nestedValueError([never] { (void)waitFor(never); }); });
   Future<void> timer = sleepAsync(60000); // something else pending while the callback runs
   poll(0);
   CHECK_MESSAGE(saysNested(message), "message: " << message);
@@ -94,7 +94,7 @@ TEST_CASE("nesting: poll from a callback with nothing else pending still says it
   // While the only callback runs, the queue is empty and nothing is armed: the nested poll must
   // still report the nesting, not "No handles or timers registered in dispatcher.".
   std::string message;
-  callSoon([&message] { message = valueErrorOf([] { poll(0); }); });
+  callSoon([&message] { message = nestedValueError([] { poll(0); }); });
   poll(0);
   CHECK_MESSAGE(saysNested(message), "message: " << message);
   checkDispatcherEmpty();

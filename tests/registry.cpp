@@ -32,21 +32,6 @@ int rawSocket() {
   return fd;
 }
 
-// The message of the ValueError that `call` throws, or a failed check.
-template <class F>
-std::string valueErrorOf(F&& call) {
-  try {
-    call();
-  } catch (const ValueError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL_CHECK("not a ValueError: " << std::string(e.what()));
-    return {};
-  }
-  FAIL_CHECK("no ValueError was thrown");
-  return {};
-}
-
 // Restores RLIMIT_NOFILE whatever happens inside the test.
 struct RlimitGuard {
   rlimit saved{};

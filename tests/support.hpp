@@ -89,6 +89,26 @@ inline std::string fdText(AsyncFD fd) {
   return "fd " + std::to_string(static_cast<int>(fd));
 }
 
+// Whether `part` occurs in `text` (dumps and error messages).
+inline bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// The message of the ValueError that `call` throws, or a failed check.
+template <class F>
+std::string valueErrorOf(F&& call) {
+  try {
+    call();
+  } catch (const ValueError& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    FAIL_CHECK("not a ValueError: " << std::string(e.what()));
+    return {};
+  }
+  FAIL_CHECK("no ValueError was thrown");
+  return {};
+}
+
 // Whether a descriptor (a handle on Windows) is still open: for the tests of what the library
 // closes and what it leaves open.
 #if defined(_WIN32)
