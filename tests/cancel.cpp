@@ -1050,13 +1050,12 @@ TEST_CASE("withTimeout: when the timer wins the future is not cancelled and keep
 
 TEST_CASE("withTimeout: a million calls on finished futures leave the timers heap as small as "
           "before") {
-  // Measured at about 0.22 s for the million (the 100,000 of timers.cpp take ~22 ms), so it
-  // runs in the ordinary suite.
+  // About 0.22 s for the million here (the 100,000 of timers.cpp take ~22 ms), so it runs in the
+  // ordinary suite; what it checks is the heap's size, not the time.
   Future<int> done = newFuture<int>("done");
   done.complete(1);
   const std::size_t before = getGlobalDispatcher()->timers.size();
   std::size_t largest = 0;
-  const Clock::time_point start = Clock::now();
   for (int i = 1; i <= 1000000; ++i) {
     (void)withTimeout(done, 60000);
     if (i % 1000 == 0) {
@@ -1065,7 +1064,6 @@ TEST_CASE("withTimeout: a million calls on finished futures leave the timers hea
     }
   }
   runDry();
-  CHECK(msSince(start) < 5000); // ~0.2 s here
   CHECK(largest <= 2000);
   CHECK(getGlobalDispatcher()->timers.size() <= before + 1);
   CHECK_FALSE(hasPendingOperations());

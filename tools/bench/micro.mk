@@ -14,4 +14,15 @@ build/bench/micro_nim: tools/bench/micro/nim.nim | /usr/bin/nim
 	@mkdir -p $(dir $@)
 	nim c -d:release -d:danger --hints:off --nimcache:build/bench/nimcache-micro -o:$@ $<
 
-BENCH_BINS += build/bench/micro_asyncdispatch build/bench/micro_asio build/bench/micro_nim
+# The same micro-benchmarks with the library and the program built by clang++ (build/clang);
+# the library is a phony step so that its own make decides whether it is up to date.
+.PHONY: bench-clang-lib
+bench-clang-lib:
+	$(MAKE) BUILD=build/clang CXX=clang++ build/clang/lib/libasyncdispatch.a
+build/bench/micro_asyncdispatch_clang: tools/bench/micro/asyncdispatch.cpp tools/bench/counting_new.cpp \
+                                       bench-clang-lib
+	clang++ $(filter-out -MMD -MP,$(CXXFLAGS)) tools/bench/micro/asyncdispatch.cpp \
+	  tools/bench/counting_new.cpp build/clang/lib/libasyncdispatch.a -o $@
+
+BENCH_BINS += build/bench/micro_asyncdispatch build/bench/micro_asyncdispatch_clang \
+              build/bench/micro_asio build/bench/micro_nim

@@ -335,7 +335,8 @@ def markdown(env, cfg, servers, table, records, mode):
         mine = [r for r in records if r.get("bench") == bench]
         if not mine:
             continue
-        impls = sorted({r["impl"] for r in mine}, key=lambda i: (i != "asyncdispatch", i))
+        impls = sorted({r["impl"] for r in mine},
+                       key=lambda i: (not i.startswith("asyncdispatch"), i))
         cells = {(r["name"], r["impl"]): f"{r['value']:.4g} {r.get('unit', '')}" for r in mine}
         out += [f"## {bench}", "", "| what | " + " | ".join(impls) + " |",
                 "|---|" + "--:|" * len(impls)]
