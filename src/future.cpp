@@ -21,6 +21,7 @@ void FutureStateBase::throwFinishedTwice() const {
 }
 
 void FutureStateBase::scheduleCallbacks() {
+  selfRefs = 0; // the handles the callbacks hold are ordinary references once they are queued
   callbacks.takeAll([](UniqueFunction<void()>&& cb) { enqueueCallback(std::move(cb)); });
 }
 
@@ -57,7 +58,7 @@ void CoroutineCanceller::cancel() {
     FutureStateBase* awaited = awaiting;
     ++awaited->refs; // cancelling may drop every other reference to it
     awaited->cancel();
-    if (--awaited->refs == 0) delete awaited;
+    awaited->dropRef();
   } else {
     cancelRequested = true; // running, or its resumption is already queued
   }
@@ -75,11 +76,12 @@ void addTracebackFrame(const std::exception_ptr& e, const char* coroutine) noexc
   }
 }
 
-void FutureStateBase::addCallback(UniqueFunction<void()> cb) {
+void FutureStateBase::addCallback(UniqueFunction<void()> cb, bool holdsSelf) {
   if (finished) {
     enqueueCallback(std::move(cb));
   } else {
     callbacks.push(std::move(cb));
+    if (holdsSelf && selfRefs != UINT16_MAX) ++selfRefs;
   }
 }
 

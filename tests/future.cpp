@@ -4,6 +4,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace asyncdispatch;
@@ -299,5 +300,63 @@ TEST_CASE("Future: a default-constructed future is nil and every use throws Valu
   Future<void> v;
   CHECK(v.isNil());
   CHECK_THROWS_AS(v.complete(), ValueError);
+  checkDispatcherEmpty();
+}
+
+namespace {
+
+// Counts its own destruction: a callback capturing one shows when the future's state is freed.
+struct DestructionProbe {
+  explicit DestructionProbe(int* count) : count(count) {}
+  DestructionProbe(DestructionProbe&& other) noexcept
+      : count(std::exchange(other.count, nullptr)) {}
+  DestructionProbe& operator=(DestructionProbe&&) = delete;
+  ~DestructionProbe() {
+    if (count != nullptr) ++*count;
+  }
+  int* count;
+};
+
+} // namespace
+
+TEST_CASE("addCallback: a pending future dropped by every handle is freed with its callbacks, "
+          "also those that take the future (no reference cycle)") {
+  int destroyed = 0;
+  {
+    Future<int> f = newFuture<int>("never finished");
+    f.addCallback([probe = DestructionProbe(&destroyed)](Future<int>) {});
+    asyncCheck(f);
+    (void)withTimeout(f, 60000);
+  }
+  CHECK(destroyed == 1);
+  runDry(); // the withTimeout timer fires nothing that could reach the freed future
+  getGlobalDispatcher()->timers.clear();
+  getGlobalDispatcher()->cancelledTimers = 0;
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addCallback: a callback that takes the future still gets it after the last handle is "
+          "dropped between finishing and the next poll") {
+  int seen = -1;
+  {
+    Future<int> f = newFuture<int>();
+    f.addCallback([&seen](Future<int> done) { seen = done.read(); });
+    f.complete(7);
+  }
+  poll(0);
+  CHECK(seen == 7);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("withTimeout: cancelling the result after the input's callbacks were cleared (the race "
+          "then lives only in the timer's callback) fails it once, without use after free") {
+  Future<int> f = newFuture<int>();
+  Future<bool> r = withTimeout(f, 1000);
+  f.clearCallbacks();
+  r.cancel();
+  CHECK(r.failed());
+  CHECK_THROWS_AS(r.read(), CancelledError);
+  f.complete(1);
+  runDry();
   checkDispatcherEmpty();
 }

@@ -165,10 +165,15 @@ struct TimerRace final : Canceller {
     if (!ret.isNil() && !ret.finished()) stateOf(ret).setCancelHook(CancelHook());
   }
 
+  // Works on copies: when fut's callback is gone (callback= or clearCallbacks on fut), the
+  // timer's callback holds the last reference to this race, and cancelTimer destroys it.
   void cancel(FutureStateBase&) override {
-    cancelTimer(timer);
-    if (!loser.isNil()) loser.cancel();
-    if (!ret.finished()) ret.fail(CancelledError(std::string(ret.fromProc()) + ": cancelled"));
+    const Future<bool> r = ret;
+    const Future<void> t = timer;
+    const Future<T> l = loser;
+    cancelTimer(t);
+    if (!l.isNil()) l.cancel();
+    if (!r.finished()) r.fail(CancelledError(std::string(r.fromProc()) + ": cancelled"));
   }
 };
 

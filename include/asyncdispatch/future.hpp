@@ -60,6 +60,9 @@ public:
       slot_ = std::move(two);
     }
   }
+  CallbackList() noexcept = default;
+  CallbackList(CallbackList&&) noexcept = default; // leaves the other empty
+  CallbackList& operator=(CallbackList&&) = delete;
   void clear() noexcept { slot_.reset(); }
   // Hands every callback, in order, to `take`, and leaves the list empty.
   template <class F>
@@ -172,8 +175,26 @@ struct FutureStateBase {
   // fut.cancel(): stops the operation and fails the future with CancelledError (or, for a
   // coroutine, cancels what it awaits). Nothing if the future already finished.
   void cancel();
-  // Nim's addCallback: queued at once if the future already finished.
-  void addCallback(UniqueFunction<void()> cb);
+  // Nim's addCallback: queued at once if the future already finished. holdsSelf says that cb
+  // holds a handle to this future (see selfRefs).
+  void addCallback(UniqueFunction<void()> cb, bool holdsSelf = false);
+  // Nim's clearCallbacks.
+  void clearCallbacks() noexcept {
+    // Moved out first: destroying them releases their handles, which may free this state.
+    selfRefs = 0;
+    CallbackList dropped = std::move(callbacks);
+  }
+  // A handle is gone. When the only references left are those its own waiting callbacks hold, no
+  // one can finish the future or read it: they are dropped, which frees it (a cycle that Nim's
+  // GC collects and a count alone would not).
+  void dropRef() noexcept {
+    if (--refs != selfRefs) return;
+    if (selfRefs == 0) {
+      delete this;
+    } else {
+      clearCallbacks();
+    }
+  }
   [[noreturn]] void throwFinishedTwice() const;
   // Callbacks never run inside complete/fail: each is queued on the dispatcher, in order.
   void scheduleCallbacks();
@@ -183,6 +204,9 @@ struct FutureStateBase {
   std::uint32_t refs = 1; // not atomic: a future belongs to one thread's dispatcher
   bool finished = false;
   bool cancelled = false; // failed by cancel() (a timer's entry is then dead: cancelledTimers)
+  // How many of refs are held by callbacks waiting in `callbacks` (a callback that takes the
+  // future, Future<T>::addCallback, holds a handle to it). Saturates: beyond it, no collection.
+  std::uint16_t selfRefs = 0;
   const char* fromProc;
   std::uint64_t id;
 
@@ -377,7 +401,7 @@ public:
 
   // Nim's clearCallbacks: drops every callback the future has (a coroutine waiting on it is
   // destroyed with its continuation).
-  void clearCallbacks() const { state().callbacks.clear(); }
+  void clearCallbacks() const { state().clearCallbacks(); }
 
   // The name given to newFuture (or the coroutine's), and the creation-order id, as Nim reports.
   const char* fromProc() const { return state().fromProc; }
@@ -398,7 +422,7 @@ protected:
 
 private:
   void release() noexcept {
-    if (state_ && --state_->refs == 0) delete state_;
+    if (state_) state_->dropRef();
   }
 };
 
@@ -467,12 +491,12 @@ public:
   // queue after the future finishes, in the order the callbacks were added.
   template <class F>
   void addCallback(F&& cb) const {
-    state().addCallback(wrap(std::forward<F>(cb)));
+    state().addCallback(wrap(std::forward<F>(cb)), std::is_invocable_v<F&, Future<T>>);
   }
   // Nim's `callback=`: replaces every callback the future has with cb.
   template <class F>
   void callback(F&& cb) const {
-    state().callbacks.clear();
+    state().clearCallbacks();
     addCallback(std::forward<F>(cb));
   }
 

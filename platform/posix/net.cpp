@@ -316,6 +316,8 @@ Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
       data.assign(buf, static_cast<std::size_t>(n));
     } else {
       data.resize(static_cast<std::size_t>(n));
+      // A short read into a large buffer would keep all of it alive with the string.
+      if (data.size() < data.capacity() / 2) data.shrink_to_fit();
     }
     retFuture.complete(std::move(data));
     return true;
