@@ -2,7 +2,9 @@
 // type or call under its old name, and works as such.
 #include <asyncdispatch/compat.hpp>
 
+#if !defined(_WIN32)
 #include <fcntl.h>
+#endif
 
 #include <type_traits>
 
@@ -22,15 +24,33 @@ TEST_CASE("compat: newAsyncRawSocket makes a registered non-blocking socket, as 
           "createAsyncNativeSocket does") {
   const TAsyncFD fd = newAsyncRawSocket();
   CHECK(contains(getGlobalDispatcher(), fd));
+#if !defined(_WIN32) // Windows cannot report whether FIONBIO is set: checked below by a recv
   CHECK((fcntl(static_cast<int>(fd), F_GETFL) & O_NONBLOCK) != 0);
+#endif
   // And it talks: a connection to a local listener over it.
   const Listener listener = listenLocal();
   Future<void> connected = connect(fd, "127.0.0.1", listener.port);
   Future<AsyncFD> accepted = accept(listener.fd);
   waitWithin(connected);
   const AsyncFD server = waitWithin(accepted);
+#if defined(_WIN32) // non-blocking: a recv with nothing to read says so instead of waiting
+  char c;
+  CHECK(::recv(static_cast<SOCKET>(fd), &c, 1, 0) == SOCKET_ERROR);
+  CHECK(WSAGetLastError() == WSAEWOULDBLOCK);
+#endif
   closeSocket(server);
   closeSocket(listener.fd);
   closeSocket(fd);
   checkDispatcherEmpty();
 }
+
+#if defined(_WIN32) // the IOCP dispatcher's own types exist on Windows only
+TEST_CASE("compat: PCustomOverlapped and TCompletionData are CustomRef and CompletionData") {
+  static_assert(std::is_same_v<PCustomOverlapped, CustomRef>);
+  static_assert(std::is_same_v<TCompletionData, CompletionData>);
+  PCustomOverlapped ol = newCustom();
+  CHECK(ol.get() != nullptr);
+  CHECK(ol->data.fd == AsyncFD(-1));
+  checkDispatcherEmpty();
+}
+#endif

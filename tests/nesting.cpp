@@ -3,7 +3,9 @@
 // (PassGuard): Nim lets them run the pass's keys and callbacks from the middle of their own
 // dispatch. The refusal is an exception like any other: uncaught, it leaves the outer poll, and
 // the next poll works.
+#if !defined(_WIN32)
 #include <sys/socket.h>
+#endif
 
 #include <string>
 #include <vector>
@@ -32,10 +34,17 @@ std::string nestedValueError(F&& nested) {
   return std::string();
 }
 
+#if defined(_WIN32)
+void rawSend(AsyncFD fd, const std::string& data) {
+  REQUIRE(::send(static_cast<SOCKET>(fd), data.data(), static_cast<int>(data.size()), 0) ==
+          static_cast<int>(data.size()));
+}
+#else
 void rawSend(AsyncFD fd, const std::string& data) {
   REQUIRE(::send(static_cast<int>(fd), data.data(), data.size(), MSG_NOSIGNAL) ==
           static_cast<ssize_t>(data.size()));
 }
+#endif
 
 // A coroutine resumed by poll that calls waitFor (or poll) in its body.
 Future<int> waitsForInside(Future<int> first, Future<int> other) {
@@ -185,7 +194,11 @@ TEST_CASE("nesting: after an addRead callback throws, its fd does not stay armed
   auto [client, server] = connectedPair();
   addRead(server, [](AsyncFD fd) -> bool {
     char c;
+#if defined(_WIN32)
+    REQUIRE(::recv(static_cast<SOCKET>(fd), &c, 1, 0) == 1);
+#else
     REQUIRE(::recv(static_cast<int>(fd), &c, 1, 0) == 1);
+#endif
     throw IOError("callback failed");
   });
   rawSend(client, "x");

@@ -1,6 +1,9 @@
 // addProcess: child exits reported through the selector, with pidfd on Linux or, when
 // ASYNCDISPATCH_NO_PIDFD=1 is set (`make test-nopidfd`), with the SIGCHLD fallback. Every case
-// here is named addProcess* so that target runs them all.
+// here is named addProcess* so that target runs them all. Windows has no fork(): there the child
+// is this test executable itself, started with CreateProcess and arguments that tests/main.cpp
+// recognises, and each case has a Windows counterpart (the first half of this file).
+#if !defined(_WIN32)
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <dirent.h>
@@ -8,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
+#endif
 
 #include <cerrno>
 #include <cstdio>
@@ -20,6 +24,272 @@
 using namespace asyncdispatch;
 using namespace testsupport;
 
+#if defined(_WIN32)
+namespace {
+
+// A named event whose setting releases the children waiting on it, so they exit when the test
+// says (the POSIX cases' pipe).
+struct Gate {
+  std::string name;
+  HANDLE event = nullptr;
+  Gate() {
+    static int made = 0;
+    name = "asyncdispatch-tests-gate-" + std::to_string(GetCurrentProcessId()) + "-" +
+           std::to_string(++made);
+    event = CreateEventA(nullptr, TRUE, FALSE, name.c_str());
+    REQUIRE(event != nullptr);
+  }
+  Gate(const Gate&) = delete;
+  Gate& operator=(const Gate&) = delete;
+  ~Gate() {
+    open();
+    CloseHandle(event);
+  }
+  void open() { SetEvent(event); }
+};
+
+// A child process: its pid, and the test's own handle, which keeps its exit code readable (what a
+// zombie is on POSIX) until reap() closes it.
+struct Child {
+  int pid = 0;
+  HANDLE process = nullptr;
+};
+
+// Starts this executable as a child that exits with `code`, after the gate opens when there is
+// one (tests/main.cpp). It inherits no handle.
+Child spawn(int code, const Gate* gate = nullptr) {
+  char path[MAX_PATH];
+  const DWORD length = GetModuleFileNameA(nullptr, path, MAX_PATH);
+  REQUIRE((length > 0 && length < MAX_PATH));
+  std::string command = "\"" + std::string(path) + "\" --child-exit=" + std::to_string(code);
+  if (gate != nullptr) command += " --child-gate=" + gate->name;
+  STARTUPINFOA startup{};
+  startup.cb = sizeof startup;
+  PROCESS_INFORMATION info{};
+  REQUIRE(CreateProcessA(nullptr, command.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr,
+                         &startup, &info));
+  CloseHandle(info.hThread);
+  return Child{static_cast<int>(info.dwProcessId), info.hProcess};
+}
+
+// Waits (without the dispatcher) until the child has exited.
+void awaitExit(const Child& child) {
+  REQUIRE(WaitForSingleObject(child.process, 10000) == WAIT_OBJECT_0);
+}
+
+// The child's exit code, read through the test's handle (STILL_ACTIVE while it runs).
+int exitCodeOf(const Child& child) {
+  DWORD code = 0;
+  REQUIRE(GetExitCodeProcess(child.process, &code));
+  return static_cast<int>(code);
+}
+
+// Waits for the child and closes the test's handle (POSIX's waitpid): its exit code, or -1.
+int reap(Child& child) {
+  if (child.process == nullptr) return -1;
+  const bool exited = WaitForSingleObject(child.process, 10000) == WAIT_OBJECT_0;
+  const int code = exited ? exitCodeOf(child) : -1;
+  CloseHandle(child.process);
+  child.process = nullptr;
+  return code;
+}
+
+// The handle of the global dispatcher's Process key, or nullptr.
+HANDLE processKey() {
+  for (const auto& [fd, key] : getGlobalDispatcher()->waits) {
+    if (key.events.contains(Event::Process))
+      return reinterpret_cast<HANDLE>(static_cast<std::intptr_t>(fd));
+  }
+  return nullptr;
+}
+
+// How many handles this process holds (the POSIX cases count descriptors in /proc/self/fd).
+int openHandles() {
+  DWORD count = 0;
+  REQUIRE(GetProcessHandleCount(GetCurrentProcess(), &count));
+  return static_cast<int>(count);
+}
+
+} // namespace
+
+TEST_CASE("addProcess: a child exiting with code 3 calls the callback once, and its exit code is "
+          "3 (Windows)") {
+  Gate gate;
+  Child child = spawn(3, &gate);
+  int calls = 0;
+  int code = -1;
+  addProcess(child.pid, [&](AsyncFD) {
+    ++calls;
+    code = exitCodeOf(child);
+    return false; // ignored: a process key fires once
+  });
+  CHECK(activeDescriptors() == 1);
+  CHECK(hasPendingOperations());
+  gate.open();
+  pollUntil([&] { return calls > 0; }, 10000);
+  CHECK(calls == 1);
+  CHECK(code == 3);
+  CHECK(processKey() == nullptr);
+  CHECK_FALSE(hasPendingOperations());
+  drain(20);
+  CHECK(calls == 1);
+  reap(child);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: a child that exited before the call still calls the callback (Windows)") {
+  Child child = spawn(7);
+  awaitExit(child);
+  int calls = 0;
+  int code = -1;
+  addProcess(child.pid, [&](AsyncFD) {
+    ++calls;
+    code = exitCodeOf(child);
+    return true;
+  });
+  pollUntil([&] { return calls > 0; }, 10000);
+  CHECK(calls == 1);
+  CHECK(code == 7);
+  reap(child);
+  checkDispatcherEmpty();
+}
+
+// Fewer than the POSIX case's 200: under Wine each child is a whole Wine process.
+TEST_CASE("addProcess: 50 children exiting at once each call their callback once (Windows)") {
+  constexpr int kChildren = 50;
+  Gate gate;
+  std::vector<Child> children;
+  std::vector<int> calls(kChildren, 0);
+  std::vector<int> codes(kChildren, -1);
+  int total = 0;
+  for (int i = 0; i < kChildren; ++i) {
+    children.push_back(spawn(i % 100, &gate));
+    addProcess(children.back().pid, [&, i](AsyncFD) {
+      ++calls[i];
+      ++total;
+      codes[i] = exitCodeOf(children[i]);
+      return true;
+    });
+  }
+  CHECK(activeDescriptors() == kChildren);
+  gate.open();
+  pollUntil([&] { return total >= kChildren; }, 30000);
+  drain(20);
+  CHECK(total == kChildren);
+  int wrong = 0;
+  for (int i = 0; i < kChildren; ++i)
+    wrong += calls[i] == 1 && codes[i] == i % 100 ? 0 : 1;
+  CHECK(wrong == 0);
+  for (Child& child : children)
+    reap(child);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: the library closes only its own handle: the exit code stays readable "
+          "through the program's (Windows)") {
+  Child child = spawn(5);
+  int calls = 0;
+  HANDLE key = nullptr;
+  addProcess(child.pid, [&](AsyncFD fd) {
+    key = reinterpret_cast<HANDLE>(static_cast<std::intptr_t>(fd));
+    return ++calls > 0;
+  });
+  pollUntil([&] { return calls > 0; }, 10000);
+  CHECK(calls == 1);
+  REQUIRE(key != nullptr);
+  CHECK(key != child.process);
+  CHECK_FALSE(isOpen(static_cast<int>(reinterpret_cast<std::intptr_t>(key))));
+  CHECK(exitCodeOf(child) == 5);
+  CHECK(reap(child) == 5);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: a pid that is no process is refused, naming addProcess and the pid "
+          "(Windows)") {
+  for (const int pid : {0, -1}) {
+    CHECK_THROWS_WITH_AS(addProcess(pid, [](AsyncFD) { return true; }),
+                         ("addProcess(pid " + std::to_string(pid) + "): not a process id").c_str(),
+                         ValueError);
+  }
+  const int pid = 0x7ffffffc; // a multiple of 4 like every Windows pid, far beyond any in use
+  try {
+    addProcess(pid, [](AsyncFD) { return true; });
+    FAIL_CHECK("addProcess(pid " << pid << ") was accepted");
+  } catch (const OSError& e) {
+    CHECK(std::string(e.what()).rfind("addProcess(pid " + std::to_string(pid) + "): ", 0) == 0);
+  }
+  CHECK_FALSE(hasPendingOperations());
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: the key is a handle of the child process (Windows)") {
+  Gate gate;
+  Child child = spawn(0, &gate);
+  bool called = false;
+  addProcess(child.pid, [&](AsyncFD) { return called = true; });
+  const HANDLE key = processKey();
+  REQUIRE(key != nullptr);
+  CHECK(GetProcessId(key) == static_cast<DWORD>(child.pid));
+  CHECK(getGlobalDispatcher()->waits.begin()->second.param == child.pid);
+  // Beyond Nim, the callback can read the exit code from the handle it gets, as POSIX's waitpid.
+  DWORD code = 1;
+  addProcess(child.pid, [&](AsyncFD fd) {
+    GetExitCodeProcess(reinterpret_cast<HANDLE>(static_cast<std::intptr_t>(fd)), &code);
+    return true;
+  });
+  gate.open();
+  pollUntil([&] { return called && code != 1; }, 10000);
+  CHECK(called);
+  CHECK(code == 0);
+  reap(child);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: a dispatcher destroyed while it waits for a child closes its key "
+          "(Windows)") {
+  Gate gate;
+  Child child = spawn(0, &gate);
+  const PDispatcher global = getGlobalDispatcher();
+  HANDLE key = nullptr;
+  {
+    PDispatcher other = newDispatcher();
+    setGlobalDispatcher(other);
+    addProcess(child.pid, [](AsyncFD) { return true; });
+    key = processKey();
+    setGlobalDispatcher(global);
+  }
+  REQUIRE(key != nullptr);
+  CHECK_FALSE(isOpen(static_cast<int>(reinterpret_cast<std::intptr_t>(key))));
+  gate.open();
+  CHECK(reap(child) == 0);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addProcess: no handle outlives its key, with timers and events alongside and after "
+          "misuse (Windows)") {
+  Child child = spawn(0);
+  const int before = openHandles();
+  int fired = 0;
+  const auto count = [&fired](AsyncFD) { return ++fired > 0; };
+  addProcess(child.pid, count);
+  addTimer(1, true, count);
+  AsyncEvent ev = newAsyncEvent();
+  addEvent(ev, count);
+  CHECK_THROWS_AS(addSignal(2, count), OSError); // Windows has no POSIX signals
+  CHECK_THROWS_AS(addTimer(0, false, count), ValueError);
+  CHECK_THROWS_AS(addProcess(-1, count), ValueError);
+  CHECK_THROWS_AS(addEvent(ev, count), ValueError);
+  CHECK(activeDescriptors() == 3);
+  trigger(ev);
+  pollUntil([&] { return fired == 3; }, 10000);
+  CHECK(fired == 3);
+  close(ev);
+  CHECK(openHandles() == before);
+  reap(child);
+  checkDispatcherEmpty();
+}
+
+#else // fork(), waitpid, pidfd and SIGCHLD: Windows has its counterparts of these cases above
 namespace {
 
 // A pipe whose closing releases the children waiting on it, so they exit when the test says.
@@ -296,3 +566,4 @@ TEST_CASE("addProcess: no descriptor outlives its key, with timers, signals and 
   reapAll();
   checkDispatcherEmpty();
 }
+#endif

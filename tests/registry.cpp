@@ -1,9 +1,11 @@
 // The descriptor registry: register_, unregister, contains, addRead/addWrite, the counters,
 // maxDescriptors, setInheritable, closeSocket, getIoHandler and the struct layout of Nim's drawing.
+#if !defined(_WIN32)
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <fcntl.h>
 #include <unistd.h>
+#endif
 
 #if defined(ASYNCDISPATCH_BACKEND_EPOLL)
 #include <sys/epoll.h>
@@ -16,6 +18,7 @@
 #include <string>
 #include <system_error>
 #include <type_traits>
+#include <unordered_set>
 #include <vector>
 
 #include "support.hpp"
@@ -25,11 +28,54 @@ using namespace testsupport;
 
 namespace {
 
+#if defined(_WIN32)
+using RawFd = SOCKET;
+
+// A TCP socket the dispatcher has never seen.
+RawFd rawSocket() {
+  startWinsock();
+  const RawFd fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd != INVALID_SOCKET);
+  return fd;
+}
+
+void closeRaw(RawFd fd) {
+  ::closesocket(fd);
+}
+
+void rawSend(AsyncFD fd, const char* data, int size) {
+  REQUIRE(::send(static_cast<SOCKET>(fd), data, size, 0) == size);
+}
+
+// Whether child processes inherit the handle (what close-on-exec clears on POSIX).
+bool inherited(AsyncFD fd) {
+  DWORD flags = 0;
+  REQUIRE(GetHandleInformation(reinterpret_cast<HANDLE>(static_cast<SOCKET>(fd)), &flags));
+  return (flags & HANDLE_FLAG_INHERIT) != 0;
+}
+
+// The callbacks addRead and addWrite left waiting on fd (none once its wait key is gone).
+const PData* callbacksOf(AsyncFD fd) {
+  const auto& waits = getGlobalDispatcher()->waits;
+  const auto it = waits.find(fd);
+  return it == waits.end() ? nullptr : &it->second.data;
+}
+#else
+using RawFd = int;
+
 // A TCP socket the dispatcher has never seen.
 int rawSocket() {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   REQUIRE(fd >= 0);
   return fd;
+}
+
+void closeRaw(RawFd fd) {
+  ::close(fd);
+}
+
+void rawSend(AsyncFD fd, const char* data, int size) {
+  REQUIRE(::send(static_cast<int>(fd), data, static_cast<std::size_t>(size), MSG_NOSIGNAL) == size);
 }
 
 // Restores RLIMIT_NOFILE whatever happens inside the test.
@@ -45,6 +91,17 @@ int expectedMaxDescriptors() {
   if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur > static_cast<rlim_t>(INT_MAX))
     return INT_MAX - 1;
   return static_cast<int>(limit.rlim_cur) - 1;
+}
+#endif
+
+// The code of an operation that closeSocket failed: EBADF; on Windows, the aborted overlapped
+// call's ERROR_OPERATION_ABORTED (DESIGN §5).
+bool failedByClose(const OSError& e) {
+#if defined(_WIN32)
+  return e.code().value() == ERROR_OPERATION_ABORTED;
+#else
+  return e.code() == std::errc::bad_file_descriptor;
+#endif
 }
 
 } // namespace
@@ -63,12 +120,18 @@ TEST_CASE("register: registering a descriptor twice throws ValueError naming the
 TEST_CASE("register: a registered descriptor arms nothing until an operation waits on it") {
   const AsyncFD fd = AsyncFD(rawSocket());
   register_(fd);
+#if defined(_WIN32) // in Nim's `handles`, with nothing in flight and no wait key
+  CHECK(getGlobalDispatcher()->handles.contains(fd));
+  CHECK_FALSE(getGlobalDispatcher()->operations.contains(fd));
+  CHECK(callbacksOf(fd) == nullptr);
+#else
   const auto& key = getIoHandler(getGlobalDispatcher()).fds[static_cast<int>(fd)];
   CHECK(key.fd == static_cast<SocketHandle>(fd));
   CHECK(key.events.empty());
   CHECK(key.data.fd == fd);
   CHECK(key.data.readCBs.empty());
   CHECK(key.data.writeCBs.empty());
+#endif
   CHECK(activeDescriptors() == 0);
   CHECK_FALSE(hasPendingOperations());
   // Nim: poll with only an idle registered socket has nothing to wait for.
@@ -78,10 +141,10 @@ TEST_CASE("register: a registered descriptor arms nothing until an operation wai
 }
 
 TEST_CASE("unregister: an unknown descriptor throws ValueError naming the fd") {
-  const int raw = rawSocket();
+  const RawFd raw = rawSocket();
   const std::string message = valueErrorOf([&] { unregister(AsyncFD(raw)); });
   CHECK(message.find(fdText(AsyncFD(raw))) != std::string::npos);
-  ::close(raw);
+  closeRaw(raw);
   checkDispatcherEmpty();
 }
 
@@ -124,8 +187,8 @@ TEST_CASE("unregister: pending operations fail with an OSError naming the operat
   // unregister does not close: the descriptors are still ours to close.
   CHECK(isOpen(static_cast<int>(server)));
   CHECK(isOpen(static_cast<int>(l.fd)));
-  ::close(static_cast<int>(server));
-  ::close(static_cast<int>(l.fd));
+  closeRaw(static_cast<RawFd>(server));
+  closeRaw(static_cast<RawFd>(l.fd));
   closeSocket(client);
   runDry();
   checkDispatcherEmpty();
@@ -150,7 +213,7 @@ TEST_CASE("addRead: callbacks run in order until one returns false; it and the r
           "next readiness") {
   auto [client, server] = connectedPair();
   // One unread byte keeps server readable on every pass (level-triggered).
-  REQUIRE(::send(static_cast<int>(client), "x", 1, MSG_NOSIGNAL) == 1);
+  rawSend(client, "x", 1);
 
   std::vector<std::string> log;
   bool r2Done = false;
@@ -179,15 +242,24 @@ TEST_CASE("addRead: callbacks run in order until one returns false; it and the r
     poll(100);
   // Nim's e11: r3, and r4 added inside r2, never run while r2 keeps returning false.
   CHECK(log == std::vector<std::string>{"r1", "r2", "r2", "r2"});
+#if defined(_WIN32) // the socket's wait key, gone once nothing waits
+  REQUIRE(callbacksOf(server) != nullptr);
+  CHECK(callbacksOf(server)->readCBs.size() == 3);
+#else
   const PData& data = getIoHandler(getGlobalDispatcher()).fds[static_cast<int>(server)].data;
   CHECK(data.readCBs.size() == 3);
+#endif
   CHECK(activeDescriptors() == 1);
 
   log.clear();
   r2Done = true;
   poll(100);
   CHECK(log == std::vector<std::string>{"r2", "r3", "r4"});
+#if defined(_WIN32)
+  CHECK(callbacksOf(server) == nullptr);
+#else
   CHECK(data.readCBs.empty());
+#endif
   CHECK(activeDescriptors() == 0);
 
   closeSocket(client);
@@ -197,7 +269,7 @@ TEST_CASE("addRead: callbacks run in order until one returns false; it and the r
 
 TEST_CASE("addRead: a callback that returns true is removed after it runs once") {
   auto [client, server] = connectedPair();
-  REQUIRE(::send(static_cast<int>(client), "x", 1, MSG_NOSIGNAL) == 1);
+  rawSend(client, "x", 1);
   int calls = 0;
   const AsyncFD expected = server; // clang 14 cannot capture a structured binding
   addRead(server, [&](AsyncFD fd) {
@@ -220,11 +292,11 @@ TEST_CASE("addRead: a callback that returns true is removed after it runs once")
 
 TEST_CASE("addRead: an unregistered descriptor throws ValueError \"File descriptor not "
           "registered.\"") {
-  const int raw = rawSocket();
+  const RawFd raw = rawSocket();
   const std::string message =
       valueErrorOf([&] { addRead(AsyncFD(raw), [](AsyncFD) { return true; }); });
   CHECK(message.find("File descriptor not registered.") != std::string::npos);
-  ::close(raw);
+  closeRaw(raw);
   checkDispatcherEmpty();
 }
 
@@ -249,7 +321,11 @@ TEST_CASE("addWrite: callbacks run in order until one returns false; it and the 
     poll(100);
   CHECK(log == std::vector<std::string>{"w1", "w2", "w2", "w2", "w3"});
   CHECK(activeDescriptors() == 0);
+#if defined(_WIN32)
+  CHECK(callbacksOf(client) == nullptr);
+#else
   CHECK(getIoHandler(getGlobalDispatcher()).fds[static_cast<int>(client)].data.writeCBs.empty());
+#endif
   closeSocket(client);
   closeSocket(server);
   checkDispatcherEmpty();
@@ -257,11 +333,11 @@ TEST_CASE("addWrite: callbacks run in order until one returns false; it and the 
 
 TEST_CASE("addWrite: an unregistered descriptor throws ValueError \"File descriptor not "
           "registered.\"") {
-  const int raw = rawSocket();
+  const RawFd raw = rawSocket();
   const std::string message =
       valueErrorOf([&] { addWrite(AsyncFD(raw), [](AsyncFD) { return true; }); });
   CHECK(message.find("File descriptor not registered.") != std::string::npos);
-  ::close(raw);
+  closeRaw(raw);
   checkDispatcherEmpty();
 }
 
@@ -281,7 +357,7 @@ TEST_CASE("activeDescriptors: counts descriptors with an operation waiting, not 
   Future<std::string> receivedToo = recv(server, 1);
   CHECK(activeDescriptors() == 2);
 
-  REQUIRE(::send(static_cast<int>(client), "ab", 2, MSG_NOSIGNAL) == 2);
+  rawSend(client, "ab", 2);
   settle(received);
   settle(receivedToo);
   CHECK(received.read() == "a"); // in the order they were asked
@@ -322,6 +398,29 @@ TEST_CASE("hasPendingOperations: a registered socket with nothing waiting is not
   checkDispatcherEmpty();
 }
 
+#if defined(_WIN32)
+TEST_CASE("maxDescriptors: is 16,700,000 on Windows, as in Nim") {
+  CHECK(maxDescriptors() == 16'700'000);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("setInheritable: sets and clears HANDLE_FLAG_INHERIT (Windows' close-on-exec)") {
+  const AsyncFD fd = createAsyncNativeSocket();
+  REQUIRE_FALSE(inherited(fd));
+
+  CHECK(setInheritable(fd, true));
+  CHECK(inherited(fd));
+  CHECK(setInheritable(fd, true)); // already inheritable: still a success
+  CHECK(inherited(fd));
+  CHECK(setInheritable(fd, false));
+  CHECK_FALSE(inherited(fd));
+
+  closeSocket(fd);
+  // A closed handle: the OS call fails, and setInheritable says so.
+  CHECK_FALSE(setInheritable(fd, true));
+  checkDispatcherEmpty();
+}
+#else
 TEST_CASE("maxDescriptors: is the RLIMIT_NOFILE soft limit minus one") {
   RlimitGuard guard;
   CHECK(maxDescriptors() == expectedMaxDescriptors());
@@ -354,14 +453,15 @@ TEST_CASE("setInheritable: clears and sets close-on-exec") {
   CHECK_FALSE(setInheritable(fd, true));
   checkDispatcherEmpty();
 }
+#endif
 
 TEST_CASE("closeSocket: an unregistered descriptor throws ValueError \"File descriptor not "
           "registered.\"") {
-  const int raw = rawSocket();
+  const RawFd raw = rawSocket();
   const std::string message = valueErrorOf([&] { closeSocket(AsyncFD(raw)); });
   CHECK(message.find("File descriptor not registered.") != std::string::npos);
   CHECK(isOpen(raw)); // not closed by the failed call
-  ::close(raw);
+  closeRaw(raw);
   checkDispatcherEmpty();
 }
 
@@ -369,9 +469,13 @@ TEST_CASE("closeSocket: unregisters and closes the descriptor") {
   const AsyncFD fd = createAsyncNativeSocket();
   closeSocket(fd);
   CHECK_FALSE(contains(getGlobalDispatcher(), fd));
+#if defined(_WIN32)
+  CHECK_FALSE(isOpen(static_cast<int>(fd)));
+#else
   errno = 0;
   CHECK(fcntl(static_cast<int>(fd), F_GETFD) == -1);
   CHECK(errno == EBADF);
+#endif
   checkDispatcherEmpty();
 }
 
@@ -397,13 +501,13 @@ TEST_CASE("closeSocket: a pending recv and a pending accept each fail once with 
   CHECK(acceptCalls == 1);
 
   const OSError recvError = osErrorOf(received);
-  CHECK(recvError.code() == std::errc::bad_file_descriptor);
+  CHECK(failedByClose(recvError));
   const std::string recvText = recvError.what();
   CHECK(recvText.find("recv(" + serverName + ")") != std::string::npos);
   CHECK(recvText.find("closed") != std::string::npos);
 
   const OSError acceptError = osErrorOf(accepted);
-  CHECK(acceptError.code() == std::errc::bad_file_descriptor);
+  CHECK(failedByClose(acceptError));
   const std::string acceptText = acceptError.what();
   CHECK(acceptText.find("accept(" + listenerName + ")") != std::string::npos);
   CHECK(acceptText.find("closed") != std::string::npos);
@@ -430,7 +534,7 @@ TEST_CASE("closeSocket: a pending send fails once with EBADF, naming send and \"
   runDry();
   CHECK(calls == 1);
   const OSError error = osErrorOf(sent);
-  CHECK(error.code() == std::errc::bad_file_descriptor);
+  CHECK(failedByClose(error));
   const std::string text = error.what();
   CHECK(text.find("send(" + clientName + ")") != std::string::npos);
   CHECK(text.find("closed") != std::string::npos);
@@ -439,6 +543,61 @@ TEST_CASE("closeSocket: a pending send fails once with EBADF, naming send and \"
   checkDispatcherEmpty();
 }
 
+#if defined(_WIN32)
+TEST_CASE("getIoHandler: gives the dispatcher's own completion port (Windows)") {
+  const PDispatcher p = getGlobalDispatcher();
+  CHECK(getIoHandler(p) == p->ioPort);
+  const PDispatcher other = newDispatcher();
+  CHECK(getIoHandler(other) == other->ioPort);
+  CHECK(getIoHandler(other) != getIoHandler(p));
+  // A real completion port: a packet posted to it comes back out.
+  REQUIRE(PostQueuedCompletionStatus(getIoHandler(other), 7, 42, nullptr));
+  DWORD bytes = 0;
+  ULONG_PTR key = 0;
+  OVERLAPPED* ov = nullptr;
+  CHECK(GetQueuedCompletionStatus(getIoHandler(other), &bytes, &key, &ov, 0));
+  CHECK(bytes == 7);
+  CHECK(key == 42);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("getIoHandler: the dispatcher mirrors Nim's Windows layout while a recv waits "
+          "(Windows)") {
+  // Nim's Windows drawing: ioPort, handles, and a CustomOverlapped (an OVERLAPPED followed by its
+  // CompletionData{fd, cb}) per operation in flight; checked by the compiler.
+  static_assert(std::is_same_v<PDispatcher, std::shared_ptr<Dispatcher>>);
+  static_assert(std::is_base_of_v<DispatcherBase, Dispatcher>);
+  static_assert(std::is_same_v<decltype(Dispatcher::ioPort), HANDLE>);
+  static_assert(std::is_same_v<decltype(Dispatcher::handles), std::unordered_set<AsyncFD>>);
+  static_assert(std::is_base_of_v<OVERLAPPED, CustomOverlapped>);
+  static_assert(std::is_same_v<decltype(CustomOverlapped::data), CompletionData>);
+  static_assert(std::is_same_v<decltype(CompletionData::fd), AsyncFD>);
+  static_assert(std::is_same_v<decltype(DispatcherBase::timers), TimerHeap>);
+  static_assert(std::is_same_v<decltype(TimerEntry::fut), Future<void>>);
+
+  auto [client, server] = connectedPair();
+  const PDispatcher p = getGlobalDispatcher();
+  Future<std::string> received = recv(server, 100);
+  CHECK(p->handles.contains(server));
+  REQUIRE(p->operations.contains(server));
+  REQUIRE(p->operations.at(server).size() == 1);
+  const Dispatcher::InFlight& op = p->operations.at(server).front();
+  CHECK(std::string(op.op) == "recv");
+  CHECK(op.ov->data.fd == server);
+  CHECK(p->pendingOperations == 1);
+
+  rawSend(client, "hi", 2);
+  CHECK(waitWithin(received) == "hi");
+  CHECK(p->handles.contains(server)); // still registered, no longer waiting
+  CHECK_FALSE(p->operations.contains(server));
+  CHECK(p->pendingOperations == 0);
+
+  closeSocket(client);
+  closeSocket(server);
+  CHECK_FALSE(p->handles.contains(server));
+  checkDispatcherEmpty();
+}
+#else
 TEST_CASE("getIoHandler: gives the dispatcher's own selector") {
   const PDispatcher p = getGlobalDispatcher();
   CHECK(&getIoHandler(p) == &p->selector);
@@ -498,7 +657,7 @@ TEST_CASE("getIoHandler: the selector's fds table mirrors Nim's drawing while a 
   CHECK(errno == EEXIST);
 #endif
 
-  REQUIRE(::send(static_cast<int>(client), "hi", 2, MSG_NOSIGNAL) == 2);
+  rawSend(client, "hi", 2);
   CHECK(waitWithin(received) == "hi");
   CHECK(selector.fds[fd].fd == fd); // still registered, no longer waiting
   CHECK(selector.fds[fd].events.empty());
@@ -509,3 +668,4 @@ TEST_CASE("getIoHandler: the selector's fds table mirrors Nim's drawing while a 
   CHECK(selector.fds[fd].fd == InvalidIdent);
   checkDispatcherEmpty();
 }
+#endif

@@ -1,9 +1,12 @@
 // addSignal: signals delivered through the selector (signalfd on Linux), the thread's signal
 // mask before, during and after, and misuse. Signals are sent to this thread (raise,
-// pthread_kill), so that no other thread can take them.
+// pthread_kill), so that no other thread can take them. Windows has no POSIX signals (nor has
+// Nim's addSignal there): its one case checks that addSignal says so.
+#if !defined(_WIN32)
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#endif
 
 #include <cerrno>
 #include <sstream>
@@ -14,6 +17,23 @@
 using namespace asyncdispatch;
 using namespace testsupport;
 
+#if defined(_WIN32)
+TEST_CASE("addSignal: throws OSError \"not supported on Windows\" and arms nothing (Windows)") {
+  for (const int signal : {2, 15, 10}) { // SIGINT, SIGTERM, SIGUSR1's number on Linux
+    try {
+      addSignal(signal, [](AsyncFD) { return true; });
+      FAIL_CHECK("addSignal(" << signal << ") was accepted");
+    } catch (const OSError& e) {
+      CHECK(e.code().value() == ERROR_NOT_SUPPORTED);
+      CHECK(std::string(e.what()) ==
+            "addSignal(signal " + std::to_string(signal) + "): not supported on Windows");
+    }
+  }
+  CHECK(activeDescriptors() == 0);
+  CHECK_FALSE(hasPendingOperations());
+  checkDispatcherEmpty();
+}
+#else // POSIX signals, masks and sigaction: Windows has none of them
 namespace {
 
 bool blocked(int signal) {
@@ -184,3 +204,4 @@ TEST_CASE("addSignal: a dispatcher destroyed with a handler closes it and restor
   CHECK_FALSE(blocked(SIGUSR2));
   checkDispatcherEmpty();
 }
+#endif

@@ -2,7 +2,9 @@
 // how timers shape poll's wait.
 #include "support.hpp"
 
+#if !defined(_WIN32)
 #include <sys/socket.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -199,7 +201,11 @@ TEST_CASE("poll: -1 still wakes for a timer (beyond Nim)") {
   std::thread watchdog([&, fd = client] {
     std::unique_lock<std::mutex> lock(m);
     if (!cv.wait_for(lock, std::chrono::seconds(3), [&] { return returned; }))
+#if defined(_WIN32)
+      (void)::send(static_cast<SOCKET>(fd), "x", 1, 0);
+#else
       (void)::send(static_cast<int>(fd), "x", 1, MSG_NOSIGNAL);
+#endif
   });
   Future<void> timer = sleepAsync(50);
   const Clock::time_point start = Clock::now();

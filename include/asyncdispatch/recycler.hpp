@@ -26,18 +26,16 @@ struct Recycler {
 
   FreeBlock* head[kClasses];
   int count[kClasses];
-  // The thread is exiting: blocks go back to the global heap. The fast paths need not look at
-  // it: closing empties every list and marks it full, so both take the slow path.
-  bool closed;
 
   static constexpr std::size_t sizeClass(std::size_t size) {
     return (size + kGranule - 1) / kGranule - 1;
   }
 };
 
-// Constant-initialised, so usable at any point of the thread's life, even while other
-// thread_local objects are being destroyed.
-extern constinit thread_local Recycler recycler;
+// This thread's lists. A thread that has none of its own (before its first slow path, and from
+// its exit on) points at a shared recycler that is empty and full at once, so that both fast
+// paths send it to the slow path; src/recycler.cpp explains why the lists live on the heap.
+extern constinit thread_local Recycler* recycler;
 
 void* allocateBlockSlow(std::size_t size);
 void freeBlockSlow(void* block, std::size_t size) noexcept;
@@ -45,10 +43,11 @@ void freeBlockSlow(void* block, std::size_t size) noexcept;
 // A block of at least `size` bytes, aligned for any type; freeBlock must get the same size.
 inline void* allocateBlock(std::size_t size) {
   if (size != 0 && size <= Recycler::kLargest) {
+    Recycler& lists = *recycler;
     const std::size_t c = Recycler::sizeClass(size);
-    if (Recycler::FreeBlock* b = recycler.head[c]) {
-      recycler.head[c] = b->next;
-      --recycler.count[c];
+    if (Recycler::FreeBlock* b = lists.head[c]) {
+      lists.head[c] = b->next;
+      --lists.count[c];
       return b;
     }
   }
@@ -57,10 +56,11 @@ inline void* allocateBlock(std::size_t size) {
 
 inline void freeBlock(void* block, std::size_t size) noexcept {
   if (block != nullptr && size != 0 && size <= Recycler::kLargest) {
+    Recycler& lists = *recycler;
     const std::size_t c = Recycler::sizeClass(size);
-    if (recycler.count[c] < Recycler::kKeptPerClass) {
-      recycler.head[c] = ::new (block) Recycler::FreeBlock{recycler.head[c]};
-      ++recycler.count[c];
+    if (lists.count[c] < Recycler::kKeptPerClass) {
+      lists.head[c] = ::new (block) Recycler::FreeBlock{lists.head[c]};
+      ++lists.count[c];
       return;
     }
   }

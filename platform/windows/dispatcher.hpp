@@ -6,20 +6,25 @@
 //  1. The kernel writes into an OVERLAPPED (and its buffer) until the completion is dequeued,
 //     also after closesocket or CancelIoEx. So a CustomOverlapped in flight belongs to the port:
 //     the operation releases it when it starts and poll takes it back when it is dequeued
-//     (processCompletion in poll.cpp), never earlier.
+//     (processCompletion in poll.cpp), never earlier; a dispatcher destroyed meanwhile cancels
+//     the calls and waits for their completions before it frees them (~Dispatcher).
 //  2. GetQueuedCompletionStatusEx returns many completions per call (Nim's runOnce takes one with
 //     GetQueuedCompletionStatus), but it reports each operation's status as the NTSTATUS left in
 //     OVERLAPPED.Internal, not as a Win32 error: GetOverlappedResult translates it (poll.cpp).
 //  3. A handle cannot leave the completion port it was associated with (register_): unregister
-//     only forgets it, and a completion that still arrives for it is dispatched as usual.
+//     only forgets it, a completion that still arrives for it is dispatched as usual, and
+//     registering it again finds it associated already.
 //  4. Its timeout is in whole milliseconds and a wait may end up to one clock tick early; the
 //     portable loop rounds up and processTimers reads the clock, so no timer fires early.
 //  5. windows.h defines min and max as macros, which breaks std::min in the core and in user code,
 //     and its old winsock.h clashes with winsock2.h: both are switched off before it is included.
+//  6. Readiness (addRead, addWrite) is not what a completion port reports: WSAEventSelect sets an
+//     event, a thread-pool wait turns the event into a packet, and poll asks select() what the
+//     socket is ready for (poll.cpp, processReadiness).
 //
-// Not yet on Windows (issue 5): addRead, addWrite, addTimer, AsyncEvent, addProcess and addSignal
-// throw OSError(ERROR_CALL_NOT_IMPLEMENTED) naming themselves. The socket operations are in
-// net.cpp (AcceptEx, ConnectEx, WSARecv, WSASend, WSARecvFrom, WSASendTo).
+// The socket operations are in net.cpp (AcceptEx, ConnectEx, WSARecv, WSASend, WSARecvFrom,
+// WSASendTo); timers, events and processes in events.cpp; addSignal throws: Windows has no POSIX
+// signals.
 #pragma once
 
 #ifndef NOMINMAX
@@ -34,9 +39,11 @@
 #include <memory>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "../../include/asyncdispatch/dispatcher.hpp"
+#include "../../include/asyncdispatch/selector.hpp"
 
 namespace asyncdispatch {
 
@@ -58,6 +65,37 @@ struct CustomOverlapped : OVERLAPPED {
   CompletionData data;
 };
 
+struct Dispatcher;
+
+// Nim's CustomRef (a `ref CustomObj`), made by newCustom: the CustomOverlapped of an overlapped
+// call the application makes itself (ReadFile on a pipe, DeviceIoControl ...) on a handle given to
+// register_. Set data, pass get() to the call, and once the call has started (it returned TRUE,
+// or FALSE with ERROR_IO_PENDING) call release(): from then on the port owns it, and poll runs
+// data.cb with the byte count and the Win32 error when its completion is dequeued, then frees it
+// (Nim's runOnce and its GC_unref). A call that failed at once brings no completion: then let the
+// CustomRef go, which frees it (where Nim's caller must GC_unref by hand).
+class CustomRef {
+public:
+  CustomRef(CustomRef&& other) noexcept : p_(other.p_), ov_(std::exchange(other.ov_, nullptr)) {}
+  CustomRef& operator=(CustomRef&&) = delete;
+  ~CustomRef() { delete ov_; }
+
+  CustomOverlapped* operator->() const noexcept { return ov_; }
+  CustomOverlapped& operator*() const noexcept { return *ov_; }
+  OVERLAPPED* get() const noexcept { return ov_; }
+  // The call has started: the completion port owns the OVERLAPPED until its packet is dequeued.
+  OVERLAPPED* release();
+
+private:
+  friend CustomRef newCustom();
+  CustomRef(Dispatcher& p, CustomOverlapped* ov) noexcept : p_(&p), ov_(ov) {}
+  Dispatcher* p_;
+  CustomOverlapped* ov_;
+};
+
+// Nim's newCustom: a CustomRef for this thread's dispatcher, its callback empty.
+CustomRef newCustom();
+
 namespace detail {
 struct WaitRegistration;
 } // namespace detail
@@ -68,15 +106,23 @@ struct Dispatcher : DispatcherBase {
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
   // Destroys the coroutines still suspended first, while the port, timers and callbacks they may
-  // touch from their destructors are all still there; then closes the port.
+  // touch from their destructors are all still there; then stops the waits, cancels the
+  // overlapped calls still in flight and takes their completions back from the port (so that no
+  // kernel write lands in freed memory), and closes the port.
   ~Dispatcher();
 
   // Nim's ioPort: the completion port every registered handle is associated with.
   HANDLE ioPort = nullptr;
   // Nim's handles: the registered descriptors.
   std::unordered_set<AsyncFD> handles;
+  // Not in Nim's drawing: the handles associated with ioPort and not closed by closeSocket, those
+  // unregistered included: an association cannot be undone (see 3 above), so register_ knows that
+  // Windows' refusal to make it again is no error. A handle closed without closeSocket stays
+  // listed until its number is registered again.
+  std::unordered_set<AsyncFD> associated;
   // Not in Nim's drawing: overlapped operations started and not yet dequeued, abandoned ones
-  // included (their OVERLAPPED still belongs to the port).
+  // included (their OVERLAPPED still belongs to the port): each will bring exactly one packet,
+  // which is how the destructor knows when it has taken them all back.
   int pendingOperations = 0;
   // Not in Nim's drawing: how many of those were abandoned (failed by closeSocket, unregister or
   // cancel) and are only waiting for their completion to be dequeued: they count as pending for
@@ -93,13 +139,20 @@ struct Dispatcher : DispatcherBase {
   // The socket operations in flight on each descriptor (no entry for a descriptor with none): what
   // activeDescriptors counts, per descriptor as on POSIX (Nim counts every registered handle).
   std::unordered_map<AsyncFD, std::vector<InFlight>> operations;
+  // Not in Nim's drawing: the application's own calls in flight (CustomRef::release), so that the
+  // destructor can cancel them too.
+  std::unordered_set<CustomOverlapped*> customOperations;
 
-  // Not in Nim's drawing: the timers, events and processes a thread-pool wait watches for this
-  // dispatcher (addTimer, addEvent, addProcess; events.cpp), by handle, each with its kind. Each
-  // counts in hasPendingOperations and activeDescriptors while it is armed.
+  // Not in Nim's drawing: what a thread-pool wait watches for this dispatcher, by handle, as the
+  // POSIX selector keys its fds: a timer, an event or a process (addTimer, addEvent, addProcess;
+  // events.cpp) with its one callback in data.readCBs, as on POSIX; or a socket that addRead and
+  // addWrite watch (poll.cpp), with their callbacks in data.readCBs and data.writeCBs. A key is
+  // here only while it is armed, and counts once in hasPendingOperations and activeDescriptors.
   struct WaitKey {
-    EventSet events;
+    EventSet events; // {Timer}, {User}, {Process} (+ Oneshot), or Read and Write for a socket
+    PData data;
     std::shared_ptr<detail::WaitRegistration> reg;
+    int param = 0; // Nim's SelectorKey.param: the pid of a Process key
   };
   std::unordered_map<AsyncFD, WaitKey> waits;
 };
@@ -108,10 +161,23 @@ namespace detail {
 // The OVERLAPPED whose address marks a packet a wait registration posted (events.cpp): its
 // completion key is the handle waited on, its byte count the registration's serial number.
 extern OVERLAPPED waitPacket;
-// Phase 3 for such a packet: runs the registration's callback on the dispatcher's thread.
+// Phase 3 for such a packet: runs the key's callback (or, for a socket, processReadiness) on the
+// dispatcher's thread.
 void processWait(Dispatcher& p, AsyncFD fd, DWORD serial);
 // unregister(fd) for a timer, an event or a process: stops the wait; false if fd is none.
 bool unregisterWait(Dispatcher& p, AsyncFD fd);
+// A wait for the socket fd (addRead, addWrite) on an event of its own, for WSAEventSelect to set:
+// it posts a packet when the event is set. Throws OSError if Windows refuses.
+std::shared_ptr<WaitRegistration> watchSocket(const char* op, Dispatcher& p, AsyncFD fd);
+// The event a socket's registration waits on, and posting its packet from the dispatcher's thread
+// (at most one is in the port at a time).
+HANDLE eventOf(const WaitRegistration& reg);
+void postNow(WaitRegistration& reg);
+// Phase 3 for a socket's packet (poll.cpp): runs the callbacks of what the socket is ready for.
+void processReadiness(Dispatcher& p, AsyncFD fd);
+// Which kind of key events describe: Timer, Process or User for the library's objects, Read for a
+// socket's.
+Event kindOf(EventSet events);
 } // namespace detail
 
 // Nim's getIoHandler: the dispatcher's completion port.

@@ -3,8 +3,9 @@
 // auto-reset event, a process) watched by a thread-pool wait, as in Nim's Windows backend
 // (RegisterWaitForSingleObject). The pool thread does one thing: post a packet to the dispatcher's
 // ioPort. poll dequeues it and runs the user's callback on the dispatcher's thread, in its
-// completion phase (processWait). addSignal is final: Windows has no POSIX signals and Nim has no
-// addSignal there.
+// completion phase (processWait). The same waits serve addRead and addWrite, on the event that
+// WSAEventSelect sets for a socket (watchSocket; the rest is in poll.cpp). addSignal is final:
+// Windows has no POSIX signals and Nim has no addSignal there.
 //
 // What is hard here:
 //  1. A packet posted just before the wait is unregistered is still in the port afterwards. So a
@@ -25,6 +26,7 @@
 #include <utility>
 
 #include "../../src/loop.hpp"
+#include "../../src/trigger_gate.hpp"
 
 namespace asyncdispatch {
 
@@ -51,6 +53,7 @@ struct OwnedHandle {
 // trigger on the watching thread posts the packet itself, at once, as an eventfd is readable at
 // once: a poll right after it sees the trigger, which a hop through the pool cannot promise.
 struct AsyncEventState {
+  TriggerGate gate;  // lets trigger race close (src/trigger_gate.hpp)
   OwnedHandle event; // nullptr once closed
   Dispatcher* watcher = nullptr;
   WaitRegistration* reg = nullptr;      // the watcher's, read only on the watching thread
@@ -64,9 +67,9 @@ struct WaitRegistration {
   AsyncFD fd{-1};
   std::uint32_t serial = 0;
   bool oneshot = false;
-  Callback cb;
-  OwnedHandle object;                     // the timer or process; an event's is the event's own
+  OwnedHandle object; // the timer, the process or a socket's event; an AsyncEvent's is its own
   std::shared_ptr<AsyncEventState> event; // addEvent: keeps the event open while it is watched
+  SOCKET selected = INVALID_SOCKET;       // addRead/addWrite: the socket WSAEventSelect sets for
   HANDLE wait = nullptr;
   std::atomic<bool> posted{false}; // a packet of this registration is in the port (see 3)
   bool stopped = false;
@@ -83,6 +86,9 @@ struct WaitRegistration {
     // INVALID_HANDLE_VALUE: waits for a callback in flight (see 2).
     if (wait != nullptr) UnregisterWaitEx(wait, INVALID_HANDLE_VALUE);
     wait = nullptr;
+    // The socket no longer sets an event that is about to be closed (it stays non-blocking, as
+    // every socket of the dispatcher is). The callers stop a socket's wait before they close it.
+    if (selected != INVALID_SOCKET) WSAEventSelect(selected, nullptr, 0);
     if (event) {
       event->watcher = nullptr;
       event->reg = nullptr;
@@ -113,24 +119,47 @@ void CALLBACK onSignalled(PVOID context, BOOLEAN) {
   post(static_cast<WaitRegistration*>(context));
 }
 
-// Starts watching r's handle for the current dispatcher and adds it to `waits` under `events`.
-void arm(Dispatcher& p, std::shared_ptr<WaitRegistration> r, HANDLE object, EventSet events,
-         const char* op) {
-  r->port = p.ioPort;
-  r->serial = nextSerial++;
-  const ULONG flags = WT_EXECUTEINWAITTHREAD | (r->oneshot ? WT_EXECUTEONLYONCE : 0);
-  if (RegisterWaitForSingleObject(&r->wait, object, onSignalled, r.get(), INFINITE, flags) == 0)
+// Starts the pool's wait on `object` for r, for the current dispatcher's port.
+void startWait(Dispatcher& p, WaitRegistration& r, HANDLE object, const char* op) {
+  r.port = p.ioPort;
+  r.serial = nextSerial++;
+  const ULONG flags = WT_EXECUTEINWAITTHREAD | (r.oneshot ? WT_EXECUTEONLYONCE : 0);
+  if (RegisterWaitForSingleObject(&r.wait, object, onSignalled, &r, INFINITE, flags) == 0)
     throw OSError(static_cast<int>(GetLastError()), op, "RegisterWaitForSingleObject");
-  const AsyncFD fd = r->fd; // read first: the right side of = is evaluated before the left
-  p.waits[fd] = Dispatcher::WaitKey{events, std::move(r)};
 }
 
-std::shared_ptr<WaitRegistration> newRegistration(HANDLE object, bool oneshot, Callback cb) {
+// Starts watching `object` for r and adds it to `waits` under `events`, with its one callback where
+// POSIX keeps it (the key's readCBs).
+void arm(Dispatcher& p, std::shared_ptr<WaitRegistration> r, HANDLE object, EventSet events,
+         Callback cb, const char* op, int param = 0) {
+  startWait(p, *r, object, op);
+  Dispatcher::WaitKey key{events, PData{}, nullptr, param};
+  key.data.fd = r->fd;
+  key.data.readCBs.push_back(std::move(cb));
+  key.reg = std::move(r);
+  const AsyncFD fd = key.data.fd;
+  p.waits[fd] = std::move(key);
+}
+
+std::shared_ptr<WaitRegistration> newRegistration(HANDLE object, bool oneshot) {
   auto r = std::make_shared<WaitRegistration>();
   r->fd = AsyncFD(reinterpret_cast<std::intptr_t>(object));
   r->oneshot = oneshot;
-  r->cb = std::move(cb);
   return r;
+}
+
+// After a key's callback: it stays for the next signal unless it returned true (or the key is a
+// oneshot, gone already); if the callback unregistered its own key, or that key was replaced
+// meanwhile, there is nothing to settle (platform/posix/poll.cpp's settleCustomKey).
+void settleKey(Dispatcher& p, AsyncFD fd, const WaitRegistration* r, Callback cb, bool done) {
+  if (r->oneshot) return;
+  const auto it = p.waits.find(fd);
+  if (it == p.waits.end() || it->second.reg.get() != r || !it->second.data.readCBs.empty()) return;
+  if (done) {
+    detail::unregisterWait(p, fd);
+  } else {
+    it->second.data.readCBs.push_back(std::move(cb));
+  }
 }
 
 // The shared state of an event handle that is neither nil nor closed.
@@ -148,21 +177,63 @@ AsyncFD eventFd(const AsyncEventState& state) {
 
 namespace detail {
 
-// Phase 3 for a packet of a wait registration (poll.cpp's processCompletion hands it over).
+Event kindOf(EventSet events) {
+  for (Event kind : {Event::Timer, Event::Process, Event::User}) {
+    if (events.contains(kind)) return kind;
+  }
+  return Event::Read;
+}
+
+// Phase 3 for a packet of a wait registration (poll.cpp's processCompletion hands it over). A
+// timer's, event's or process's one callback is taken out of its key while it runs, as on POSIX
+// (runCustomCallback), so that it may unregister its own key; if it throws, the key is settled
+// as if it had returned false before the exception leaves poll.
 void processWait(Dispatcher& p, AsyncFD fd, DWORD serial) {
   const auto it = p.waits.find(fd);
   if (it == p.waits.end() || it->second.reg->serial != serial) return; // gone meanwhile (see 1)
   const std::shared_ptr<WaitRegistration> r = it->second.reg;
-  // A oneshot is gone whatever its callback returns or throws (beyond Nim, see events.hpp).
+  r->posted = false; // before the callbacks: a signal from now on is a new call (see 3)
+  if (kindOf(it->second.events) == Event::Read) return processReadiness(p, fd);
+  std::vector<Callback>& list = it->second.data.readCBs;
+  if (list.empty()) return;
+  Callback cb = std::move(list.front());
+  list.clear();
+  // A oneshot is gone whatever its callback returns or throws (beyond Nim, see events.hpp). Its
+  // handle stays open while the callback runs: `r` holds it.
   if (r->oneshot) {
     r->stop();
     p.waits.erase(it);
   }
-  r->posted = false; // before the callback: a trigger from now on is a new call (see 3)
   // An event set again since the pool's wait consumed it is covered by this call, as one read
   // of an eventfd covers every trigger before it.
   if (r->event) WaitForSingleObject(r->event->event.h, 0);
-  if (r->cb(fd) && !r->oneshot) unregisterWait(p, fd);
+  bool done = false;
+  try {
+    done = cb(fd);
+  } catch (...) {
+    settleKey(p, fd, r.get(), std::move(cb), false);
+    throw;
+  }
+  settleKey(p, fd, r.get(), std::move(cb), done);
+}
+
+std::shared_ptr<WaitRegistration> watchSocket(const char* op, Dispatcher& p, AsyncFD fd) {
+  OwnedHandle event(CreateEventW(nullptr, FALSE, FALSE, nullptr)); // auto-reset: the wait takes it
+  if (event.h == nullptr) throw OSError(static_cast<int>(GetLastError()), where(op, fd));
+  auto r = std::make_shared<WaitRegistration>();
+  r->fd = fd;
+  std::swap(r->object.h, event.h);
+  startWait(p, *r, r->object.h, op);
+  r->selected = handle(fd); // only once the wait runs: stop() then undoes WSAEventSelect
+  return r;
+}
+
+HANDLE eventOf(const WaitRegistration& reg) {
+  return reg.object.h;
+}
+
+void postNow(WaitRegistration& reg) {
+  post(&reg);
 }
 
 bool unregisterWait(Dispatcher& p, AsyncFD fd) {
@@ -188,11 +259,12 @@ void addTimer(int timeout, bool oneshot, Callback cb) {
   due.QuadPart = -10'000LL * timeout; // relative, in 100 ns units
   if (SetWaitableTimer(timer.h, &due, oneshot ? 0 : timeout, nullptr, nullptr, FALSE) == 0)
     throw OSError(static_cast<int>(GetLastError()), "addTimer");
-  auto r = newRegistration(timer.h, oneshot, std::move(cb));
+  auto r = newRegistration(timer.h, oneshot);
   std::swap(r->object.h, timer.h);
   const HANDLE object = r->object.h;
   arm(p, std::move(r), object,
-      oneshot ? EventSet{Event::Timer, Event::Oneshot} : EventSet{Event::Timer}, "addTimer");
+      oneshot ? EventSet{Event::Timer, Event::Oneshot} : EventSet{Event::Timer}, std::move(cb),
+      "addTimer");
 }
 
 // Nim's newAsyncEvent on Windows: an auto-reset event (not inheritable here: Nim's is, which
@@ -206,6 +278,9 @@ AsyncEvent newAsyncEvent() {
 
 // Nim's trigger on Windows: SetEvent, safe from any thread.
 void trigger(AsyncEvent ev) {
+  if (!ev.state_) throw ValueError("trigger: AsyncEvent is nil");
+  if (!ev.state_->gate.enter()) throw ValueError("trigger: the AsyncEvent is closed");
+  const detail::TriggerPass pass(ev.state_->gate);
   AsyncEventState& state = openState("trigger", ev.state_);
   if (state.watchingThread.load() == GetCurrentThreadId() && state.reg != nullptr) {
     post(state.reg);
@@ -223,10 +298,10 @@ void addEvent(AsyncEvent ev, Callback cb) {
                      (state.watcher == &p ? ": the event is already registered"
                                           : ": the event is already registered by another "
                                             "thread's dispatcher"));
-  auto r = newRegistration(state.event.h, false, std::move(cb));
+  auto r = newRegistration(state.event.h, false);
   r->event = ev.state_;
   WaitRegistration* const reg = r.get();
-  arm(p, std::move(r), state.event.h, EventSet{Event::User}, "addEvent");
+  arm(p, std::move(r), state.event.h, EventSet{Event::User}, std::move(cb), "addEvent");
   state.watcher = &p;
   state.reg = reg;
   state.watchingThread = GetCurrentThreadId();
@@ -248,25 +323,37 @@ void close(AsyncEvent ev) {
     Dispatcher& p = detail::currentDispatcher();
     if (state.watcher == &p) detail::unregisterWait(p, eventFd(state));
   }
+  // Beyond Nim: no trigger still on its way to SetEvent may meet the handle closed.
+  state.gate.shut();
   state.event.reset();
 }
 
 // Nim's addProcess on Windows: OpenProcess(SYNCHRONIZE) and a one-shot wait; a process that has
-// already exited is signalled at once. The callback's result is ignored, as in Nim.
+// already exited is signalled at once. The callback's result is ignored, as in Nim. Beyond Nim,
+// the handle may also be queried, so the callback can read the exit code from the handle it
+// gets (GetExitCodeProcess), as a POSIX one may waitpid; a process that refuses that is still
+// waited for.
 void addProcess(int pid, Callback cb) {
-  if (pid <= 0) throw ValueError("addProcess: pid must be positive, got " + std::to_string(pid));
+  const std::string name = "addProcess(pid " + std::to_string(pid) + ")";
+  if (pid <= 0) throw ValueError(name + ": not a process id"); // POSIX's words
   Dispatcher& p = detail::currentDispatcher();
-  detail::OwnedHandle process(OpenProcess(SYNCHRONIZE, FALSE, static_cast<DWORD>(pid)));
-  if (process.h == nullptr)
-    throw OSError(static_cast<int>(GetLastError()), "addProcess(pid " + std::to_string(pid) + ")");
-  auto r = newRegistration(process.h, true, std::move(cb));
+  const DWORD id = static_cast<DWORD>(pid);
+  detail::OwnedHandle process(
+      OpenProcess(SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION, FALSE, id));
+  if (process.h == nullptr && GetLastError() == ERROR_ACCESS_DENIED)
+    process.h = OpenProcess(SYNCHRONIZE, FALSE, id);
+  if (process.h == nullptr) throw OSError(static_cast<int>(GetLastError()), name);
+  auto r = newRegistration(process.h, true);
   std::swap(r->object.h, process.h);
   const HANDLE object = r->object.h;
-  arm(p, std::move(r), object, EventSet{Event::Process, Event::Oneshot}, "addProcess");
+  arm(p, std::move(r), object, EventSet{Event::Process, Event::Oneshot}, std::move(cb),
+      "addProcess", pid);
 }
 
-void addSignal(int, Callback) {
-  throw OSError(ERROR_NOT_SUPPORTED, "addSignal", "not supported on Windows");
+// Windows has no POSIX signals, and Nim has no addSignal there: refused, naming the signal.
+void addSignal(int signal, Callback) {
+  throw OSError(ERROR_NOT_SUPPORTED, "addSignal(signal " + std::to_string(signal) + ")",
+                "not supported on Windows");
 }
 
 } // namespace asyncdispatch
