@@ -322,15 +322,19 @@ struct DestructionProbe {
 TEST_CASE("addCallback: a pending future dropped by every handle is freed with its callbacks, "
           "also those that take the future (no reference cycle)") {
   int destroyed = 0;
+  Future<bool> inTime;
   {
     Future<int> f = newFuture<int>("never finished");
     f.addCallback([probe = DestructionProbe(&destroyed)](Future<int>) {});
     asyncCheck(f);
-    (void)withTimeout(f, 60000);
+    inTime = withTimeout(f, 60000);
   }
   CHECK(destroyed == 1);
-  runDry(); // the withTimeout timer fires nothing that could reach the freed future
-  getGlobalDispatcher()->timers.clear();
+  CHECK_FALSE(inTime.finished());
+  inTime.cancel(); // takes its timer out; nothing reaches the freed future
+  CHECK_THROWS_AS(inTime.read(), CancelledError);
+  runDry();
+  getGlobalDispatcher()->timers.clear(); // the cancelled timer's dead entry
   getGlobalDispatcher()->cancelledTimers = 0;
   checkDispatcherEmpty();
 }

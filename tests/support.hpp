@@ -1,5 +1,6 @@
-// What every test file shares: the end-of-test emptiness check, a bounded waitFor, and TCP
-// fixtures on 127.0.0.1 built from the library's own calls.
+// What every test file shares: the end-of-test emptiness check, a bounded waitFor, TCP fixtures
+// on 127.0.0.1 built from the library's own calls, and the checks of a reset or broken
+// connection (closeWithReset, isReset, isBrokenConnection, SigpipeBlocked).
 #pragma once
 
 #include <doctest/doctest.h>
@@ -11,6 +12,8 @@
 #else
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #endif
@@ -18,8 +21,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <exception>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -60,6 +65,12 @@ inline void checkDispatcherEmpty() {
   const std::vector<AsyncFD> left(p->handles.begin(), p->handles.end());
   for (AsyncFD fd : left)
     closeSocket(fd);
+  // What waits then is a timer's, event's or process's key: the library's, stopped by unregister.
+  std::vector<AsyncFD> waited;
+  for (const auto& [fd, key] : p->waits)
+    waited.push_back(fd);
+  for (AsyncFD fd : waited)
+    unregister(fd);
 #else
   for (auto& key : p->selector.fds) {
     if (key.fd == InvalidIdent) continue;
@@ -232,5 +243,70 @@ inline std::pair<AsyncFD, AsyncFD> connectedPair() {
   closeSocket(l.fd);
   return {client, server};
 }
+
+// Forces an RST instead of a FIN when fd is closed (SO_LINGER {1, 0}).
+inline void closeWithReset(AsyncFD fd) {
+  const linger reset{1, 0};
+  REQUIRE(::setsockopt(static_cast<SocketHandle>(fd), SOL_SOCKET, SO_LINGER,
+                       reinterpret_cast<const char*>(&reset), sizeof reset) == 0);
+  closeSocket(fd);
+}
+
+// The error of a connection the peer reset: ECONNRESET, or on Windows WSAECONNRESET (a call) or
+// ERROR_NETNAME_DELETED (a completion, Nim's SafeDisconn set).
+inline bool isReset(const OSError& e) {
+#if defined(_WIN32)
+  return e.code().value() == WSAECONNRESET || e.code().value() == ERROR_NETNAME_DELETED;
+#else
+  return e.code() == std::errc::connection_reset;
+#endif
+}
+
+// The error of a send to a peer that has gone: EPIPE or a reset (Windows: also WSAECONNABORTED).
+inline bool isBrokenConnection(const OSError& e) {
+#if defined(_WIN32)
+  return isReset(e) || e.code().value() == WSAECONNABORTED || e.code().value() == WSAESHUTDOWN;
+#else
+  return e.code() == std::errc::broken_pipe || isReset(e);
+#endif
+}
+
+#if defined(_WIN32)
+// Windows has no SIGPIPE: nothing to block, nothing ever raised.
+struct SigpipeBlocked {
+  SigpipeBlocked() noexcept {} // user-provided: the guard is a variable that is never read
+  static bool raised() { return false; }
+};
+#else
+// Blocks SIGPIPE for the test so that a send raising it leaves it pending (a failed check)
+// instead of killing the suite; the destructor discards it and restores the mask.
+struct SigpipeBlocked {
+  sigset_t old{};
+  SigpipeBlocked() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    REQUIRE(pthread_sigmask(SIG_BLOCK, &set, &old) == 0);
+    REQUIRE_FALSE(raised());
+  }
+  SigpipeBlocked(const SigpipeBlocked&) = delete;
+  SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+  ~SigpipeBlocked() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    const timespec zero{};
+    while (sigtimedwait(&set, nullptr, &zero) == SIGPIPE) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+  static bool raised() {
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    return sigismember(&pending, SIGPIPE) == 1;
+  }
+};
+#endif
 
 } // namespace testsupport

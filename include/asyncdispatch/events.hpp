@@ -45,7 +45,9 @@ private:
 AsyncEvent newAsyncEvent();
 // Nim's trigger: wakes the dispatcher that watches ev; the one call that is safe from any thread.
 // Triggers before the dispatcher reads the event coalesce into one callback call. ValueError if
-// ev is nil or closed.
+// ev is nil or closed. A trigger that races close() on another thread either lands before the
+// close or throws that ValueError; it never touches the closed descriptor, whose number may
+// already be another's.
 void trigger(AsyncEvent ev);
 // Nim's addEvent: calls cb after each trigger until cb returns true, which unregisters ev (it
 // stays open). ValueError if ev is nil, closed or already watched by this thread's dispatcher.
@@ -54,8 +56,9 @@ void addEvent(AsyncEvent ev, Callback cb);
 // does not watch it.
 void unregister(AsyncEvent ev);
 // Nim's close(ev): closes the event. Beyond Nim, an event this thread's dispatcher watches is
-// unregistered first; closing twice does nothing. Do not close an event while another thread
-// may trigger it or watch it.
+// unregistered first, and the descriptor is closed only once the triggers
+// already under way on other threads are done (later ones throw ValueError); closing twice does
+// nothing. Do not close an event that another thread's dispatcher watches.
 void close(AsyncEvent ev);
 
 // Nim's addProcess: calls cb once when the child pid exits, also when it exited before the call.

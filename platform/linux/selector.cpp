@@ -40,10 +40,12 @@ std::uint32_t toEpollEvents(EventSet events) {
   return mask;
 }
 
-void control(int epollFD, int op, int fd, std::uint32_t mask, const char* name) {
+// tag is what the kernel hands back with each event of fd: the descriptor and the generation
+// of its registration (see 11), or the bare descriptor for the SIGCHLD fallback's signalfd.
+void control(int epollFD, int op, int fd, std::uint32_t mask, std::uint64_t tag, const char* name) {
   epoll_event ev{};
   ev.events = mask;
-  ev.data.fd = fd;
+  ev.data.u64 = tag;
   if (epoll_ctl(epollFD, op, fd, &ev) != 0) throw OSError(errno, where(name, fd));
 }
 
@@ -220,6 +222,14 @@ void Selector<T>::grow(SocketHandle fd) {
   fds.resize(size);
   armed.resize(size, 0);
   params.resize(size, 0);
+  generations.resize(size, 0);
+  reported.resize(size, 0);
+}
+
+// The descriptor in the low 32 bits, its registration's generation in the high 32 (see 11).
+template <class T>
+std::uint64_t Selector<T>::tagOf(SocketHandle fd) const {
+  return static_cast<std::uint64_t>(generations[fd]) << 32 | static_cast<std::uint32_t>(fd);
 }
 
 // Registers a kernel object made for a timer, signal, process or event key; it is armed (read
@@ -229,7 +239,8 @@ void Selector<T>::addKernelObject(const char* op, int fd, EventSet events, T dat
   grow(fd);
   SelectorKey<T>& key = fds[fd];
   if (key.fd != InvalidIdent) throw ValueError(where(op, fd) + ": descriptor already registered");
-  control(epollFD, EPOLL_CTL_ADD, fd, EPOLLIN, op);
+  ++generations[fd];
+  control(epollFD, EPOLL_CTL_ADD, fd, EPOLLIN, tagOf(fd), op);
   key.fd = fd;
   key.events = events;
   key.data = std::move(data);
@@ -242,7 +253,7 @@ void Selector<T>::addKernelObject(const char* op, int fd, EventSet events, T dat
 // armed, but kept with Finished until the loop unregisters it, as Nim's selector does.
 template <class T>
 void Selector<T>::finish(SocketHandle fd) {
-  control(epollFD, EPOLL_CTL_DEL, fd, 0, "selectInto");
+  control(epollFD, EPOLL_CTL_DEL, fd, 0, 0, "selectInto");
   armed[fd] = 0;
   fds[fd].events.incl(Event::Finished);
   --count;
@@ -259,7 +270,8 @@ void Selector<T>::watchChildren(const std::string& at) {
   UniqueFd fd(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   try {
     if (fd.get() < 0) throw OSError(errno, at + ": signalfd");
-    control(epollFD, EPOLL_CTL_ADD, fd.get(), EPOLLIN, "registerProcess");
+    control(epollFD, EPOLL_CTL_ADD, fd.get(), EPOLLIN, static_cast<std::uint32_t>(fd.get()),
+            "registerProcess");
   } catch (...) {
     unwatchSignal(SIGCHLD);
     throw;
@@ -329,6 +341,7 @@ void Selector<T>::registerHandle(SocketHandle fd, EventSet events, T data) {
   SelectorKey<T>& key = fds[fd];
   if (key.fd != InvalidIdent)
     throw ValueError(where("registerHandle", fd) + ": descriptor already registered");
+  ++generations[fd];
   key.fd = fd;
   key.data = std::move(data);
   updateHandle(fd, events);
@@ -347,9 +360,10 @@ void Selector<T>::updateHandle(SocketHandle fd, EventSet events) {
   const std::uint32_t keep = (armed[fd] & EPOLLIN) | wanted;
   if (keep != armed[fd]) {
     if (keep == 0) {
-      control(epollFD, EPOLL_CTL_DEL, fd, 0, "updateHandle");
+      control(epollFD, EPOLL_CTL_DEL, fd, 0, 0, "updateHandle");
     } else {
-      control(epollFD, armed[fd] == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, keep, "updateHandle");
+      control(epollFD, armed[fd] == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, keep, tagOf(fd),
+              "updateHandle");
     }
     armed[fd] = keep;
   }
@@ -477,12 +491,16 @@ int Selector<T>::selectInto(int timeout, std::span<ReadyKey> results) {
   }
   int ready = 0;
   for (int i = 0; i < n; ++i) {
-    const int fd = events[i].data.fd;
+    const int fd = static_cast<int>(static_cast<std::uint32_t>(events[i].data.u64));
+    const auto generation = static_cast<std::uint32_t>(events[i].data.u64 >> 32);
     const std::uint32_t mask = events[i].events;
     if (fd == sigchldFD) {
       checkChildren();
       continue;
     }
+    // An event of an earlier registration of this number, still in the kernel (see 11).
+    if (!contains(fd) || generation != generations[fd]) continue;
+    reported[fd] = generation;
     const EventSet wanted = fds[fd].events;
     if (isKernelObject(wanted)) {
       // Consume what the kernel queued, or the key is reported again for the same expiry,
@@ -513,7 +531,8 @@ int Selector<T>::selectInto(int timeout, std::span<ReadyKey> results) {
     const std::uint32_t narrowed = toEpollEvents(wanted);
     if ((mask & ~narrowed & (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0 &&
         armed[fd] != narrowed) {
-      control(epollFD, narrowed == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD, fd, narrowed, "selectInto");
+      control(epollFD, narrowed == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD, fd, narrowed, tagOf(fd),
+              "selectInto");
       armed[fd] = narrowed;
     }
     if (!rk.events.empty()) results[ready++] = rk;
@@ -549,6 +568,11 @@ void Selector<T>::dump(std::ostream& os) const {
     any = true;
   }
   os << (any ? "\n    }\n" : "}\n") << "  },\n";
+}
+
+template <class T>
+bool Selector<T>::isCurrent(const ReadyKey& key) const {
+  return contains(key.fd) && reported[key.fd] == generations[key.fd];
 }
 
 template class Selector<PData>;

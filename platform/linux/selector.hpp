@@ -41,6 +41,16 @@
 // 10. eventfd adds every write to one counter, so triggers before a read coalesce into one
 //     report; write(2) on it is safe from any thread. Two dispatchers may watch one event: the
 //     one that reads second gets EAGAIN and reports nothing (selectInto).
+// 11. epoll_event.data says which descriptor number an event is for, not which registration: a
+//     callback early in a pass may close a descriptor that has an event later in the same
+//     batch, and the next socket, timer or event gets its number and registers (libuv's
+//     tcp_close_accept; redis#4877). A dup'ed descriptor closed without EPOLL_CTL_DEL goes on
+//     reporting under its old number as well (see 1). So each registration of a number gets a
+//     new generation, carried in epoll_event.data next to the descriptor (fd in the low 32 bits,
+//     generation in the high 32): selectInto drops an event of an earlier registration, and
+//     isCurrent tells the loop, at dispatch, whether the number has been registered again since
+//     the batch was taken. No system call is added: the tag rides on the epoll_ctl calls made
+//     anyway.
 #pragma once
 
 #include <sys/epoll.h>
@@ -91,6 +101,9 @@ public:
   bool contains(SocketHandle fd) const;
   T& getData(SocketHandle fd);
   void dump(std::ostream& os) const;
+  // Beyond Nim's interface (see 11): whether key, from the last selectInto, reports the
+  // registration that holds key.fd now. The loop asks before it runs a key's callbacks.
+  bool isCurrent(const ReadyKey& key) const;
 
   int epollFD = -1;                // owned: closed by the destructor
   epoll_event events[64];          // filled by epoll_wait; 64 as in Nim
@@ -105,9 +118,14 @@ private:
   void watchChildren(const std::string& at);
   void stopWatchingChildren() noexcept;
   void checkChildren();
+  std::uint64_t tagOf(SocketHandle fd) const;
 
   std::vector<std::uint32_t> armed; // per fd, the interest the kernel holds (see 6 above)
   std::vector<int> params;          // per fd, Nim's SelectorKey.param: the signal or the pid
+  // Per fd (see 11): the generation of its current registration, and the one the last
+  // selectInto reported it under.
+  std::vector<std::uint32_t> generations;
+  std::vector<std::uint32_t> reported;
   // The SIGCHLD fallback (see 9 above): its signalfd while a child is waited for, and the keys
   // (eventfds) of the children not yet found exited.
   int sigchldFD = -1;

@@ -8,14 +8,17 @@
 #include <utility>
 
 #include "../../src/loop.hpp"
+#include "../../src/trigger_gate.hpp"
 
 namespace asyncdispatch {
 
 namespace detail {
 
-// What the handles of one AsyncEvent share: the backend's SelectEvent.
+// What the handles of one AsyncEvent share: the backend's SelectEvent, and the gate that lets
+// trigger race close (src/trigger_gate.hpp).
 struct AsyncEventState {
   SelectEvent ev;
+  TriggerGate gate;
 };
 
 } // namespace detail
@@ -83,8 +86,13 @@ AsyncEvent newAsyncEvent() {
                               [] { return std::make_shared<AsyncEventState>(); }));
 }
 
+// Nim's trigger, through the gate (see AsyncEventState); the one call safe from any thread.
 void trigger(AsyncEvent ev) {
-  openState("trigger", ev.state_).ev.trigger();
+  if (!ev.state_) throw ValueError("trigger: AsyncEvent is nil");
+  AsyncEventState& state = *ev.state_;
+  if (!state.gate.enter()) throw ValueError("trigger: the AsyncEvent is closed");
+  const TriggerPass pass(state.gate);
+  state.ev.trigger();
 }
 
 void addEvent(AsyncEvent ev, Callback cb) {
@@ -112,12 +120,16 @@ void unregister(AsyncEvent ev) {
 
 void close(AsyncEvent ev) {
   if (!ev.state_) throw ValueError("close: AsyncEvent is nil");
-  SelectEvent& event = ev.state_->ev;
+  AsyncEventState& state = *ev.state_;
+  SelectEvent& event = state.ev;
   if (event.getFd() == InvalidIdent) return;
   // Beyond Nim: a watched event leaves the selector before its descriptor is closed, so no key
   // outlives its descriptor (whose number the next socket may get).
   Selector<PData>& s = selector();
   if (s.contains(event.getFd())) s.unregister(event);
+  // Beyond Nim: no trigger still on its way to the descriptor may meet it closed, or meet the
+  // next owner of its number (see AsyncEventState). Each is one write(2), so the wait is short.
+  state.gate.shut();
   event.close();
 }
 

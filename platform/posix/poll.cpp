@@ -67,16 +67,31 @@ PData& checkedData(const char* op, AsyncFD fd) {
   return s.getData(handle(fd));
 }
 
+// Whether key still reports the registration that holds its descriptor. A callback earlier in
+// the pass may have closed the descriptor, and a new socket, timer or event taken its number
+// (libuv's tcp_close_accept): the report is not for that one, whose callbacks must not run. A
+// backend that tags its registrations (epoll: a generation next to the fd in epoll_event.data)
+// tells the two apart with isCurrent; with one that cannot, the key must at least still be
+// registered, and what is left is the kind check of processReadyKey and the operations'
+// tolerance of a spurious wakeup (EAGAIN is "not yet").
+template <class S>
+bool stillReported(const S& s, const ReadyKey& key) {
+  if (!s.contains(key.fd)) return false;
+  if constexpr (requires { s.isCurrent(key); }) return s.isCurrent(key);
+  return true;
+}
+
 // Runs the callbacks that were waiting on one direction of fd when it became ready, in order,
 // until one returns false: that one goes back to the head of the list, with the ones after it
 // still queued behind it and any added meanwhile after those (Nim's head-of-line rule). Each
 // callback is taken out of the list while it runs, so one that closes fd finds the others still
 // listed and fails them, and one that adds a callback cannot invalidate the list under us.
-void runCallbacks(Selector<PData>& s, SocketHandle fd, std::vector<Callback> PData::*list) {
+void runCallbacks(Selector<PData>& s, const ReadyKey& key, std::vector<Callback> PData::*list) {
+  const SocketHandle fd = key.fd;
   std::size_t waiting = (s.getData(fd).*list).size();
   while (waiting-- > 0) {
     std::vector<Callback>& cbs = s.getData(fd).*list;
-    if (cbs.empty()) return; // cb unregistered fd and registered it again: a new list
+    if (cbs.empty()) return; // the rest were cancelled meanwhile
     Callback cb = std::move(cbs.front());
     cbs.erase(cbs.begin());
     bool done = false;
@@ -86,7 +101,9 @@ void runCallbacks(Selector<PData>& s, SocketHandle fd, std::vector<Callback> PDa
       if (s.contains(fd)) updateInterest(s, fd);
       throw;
     }
-    if (!s.contains(fd)) return; // cb closed or unregistered fd; the others were failed then
+    // cb closed or unregistered fd, and the others were failed then; or it also registered the
+    // number again, and the list is the new registration's.
+    if (!stillReported(s, key)) return;
     if (!done) {
       std::vector<Callback>& again = s.getData(fd).*list;
       again.insert(again.begin(), std::move(cb));
@@ -100,7 +117,7 @@ void runCallbacks(Selector<PData>& s, SocketHandle fd, std::vector<Callback> PDa
 // kernel object the selector made for it; otherwise the callback waits for the next report.
 void settleCustomKey(Selector<PData>& s, const ReadyKey& key, Callback cb, bool done) {
   // The callback unregistered its own key; then the number may even hold a new key.
-  if (!s.contains(key.fd) || kindOf(s.fds[key.fd].events) != kindOf(key.events) ||
+  if (!stillReported(s, key) || kindOf(s.fds[key.fd].events) != kindOf(key.events) ||
       !s.getData(key.fd).readCBs.empty())
     return;
   if (done || key.events.contains(Event::Finished)) {
@@ -132,17 +149,19 @@ void runCustomCallback(Selector<PData>& s, const ReadyKey& key) {
 // callbacks, an Error alone runs both so that every waiting operation sees the error; a timer,
 // signal, process or event key runs its one callback.
 void processReadyKey(Selector<PData>& s, const ReadyKey& key) {
-  if (!s.contains(key.fd)) return; // an earlier callback of this pass unregistered it
-  // An earlier callback of this pass closed the descriptor and its number went to another kind
-  // of key: the report is not for that key.
+  // An earlier callback of this pass unregistered it, or closed it and registered its number
+  // again (see stillReported).
+  if (!stillReported(s, key)) return;
+  // Its number went to another kind of key: the report is not for that key either (the one
+  // check a backend that cannot tell registrations apart has).
   const Event kind = kindOf(key.events);
   if (kind != kindOf(s.fds[key.fd].events)) return;
   if (kind != Event::Read) return runCustomCallback(s, key);
   const bool onlyError = key.events == EventSet(Event::Error);
-  if (key.events.contains(Event::Read) || onlyError) runCallbacks(s, key.fd, &PData::readCBs);
-  if (!s.contains(key.fd)) return;
-  if (key.events.contains(Event::Write) || onlyError) runCallbacks(s, key.fd, &PData::writeCBs);
-  if (s.contains(key.fd)) updateInterest(s, key.fd);
+  if (key.events.contains(Event::Read) || onlyError) runCallbacks(s, key, &PData::readCBs);
+  if (!stillReported(s, key)) return;
+  if (key.events.contains(Event::Write) || onlyError) runCallbacks(s, key, &PData::writeCBs);
+  if (stillReported(s, key)) updateInterest(s, key.fd);
 }
 
 // Fails what waits on fd, which has already left the selector: each callback is called once
