@@ -26,6 +26,7 @@ struct AsyncEventState {
 namespace {
 
 using detail::AsyncEventState;
+using detail::TriggerPass;
 
 Selector<PData>& selector() {
   return detail::currentDispatcher().selector;
