@@ -164,8 +164,8 @@ TEST_CASE("sleepAsync: timers with exactly equal deadlines fire in creation orde
 }
 
 TEST_CASE("poll: returns early when a timer is due before the timeout") {
+  const Clock::time_point start = Clock::now(); // before the timer: its 50 ms count from there
   Future<void> timer = sleepAsync(50);
-  const Clock::time_point start = Clock::now();
   poll(2000);
   const double elapsed = msSince(start);
   CHECK(timer.finished());
@@ -207,8 +207,8 @@ TEST_CASE("poll: -1 still wakes for a timer (beyond Nim)") {
       (void)::send(static_cast<int>(fd), "x", 1, MSG_NOSIGNAL);
 #endif
   });
+  const Clock::time_point start = Clock::now(); // before the timer: its 50 ms count from there
   Future<void> timer = sleepAsync(50);
-  const Clock::time_point start = Clock::now();
   poll(-1);
   const double elapsed = msSince(start);
   {
