@@ -151,8 +151,8 @@ WIN_COMPILED_OUT := tests/tcp.cpp: "acceptAddr: survives EMFILE without spinning
                     its fds table and SelectorKey lines, RLIMIT_NOFILE, FD_CLOEXEC), each replaced \
                     by a Windows case on ioPort, handles, waits, CustomOverlapped and \
                     HANDLE_FLAG_INHERIT; tests/faults.cpp: its 3 cases on a batch of readiness \
-                    reports going stale when a callback closes and reuses a number (the readiness \
-                    backends' failure: IOCP reports completions of its own OVERLAPPEDs) and, inside \
+                    reports going stale when a callback closes and reuses a number (a failure of \
+                    readiness backends: IOCP reports completions of its own OVERLAPPEDs) and, inside \
                     the 100 MiB case, the check that the send completes only near the end (an \
                     overlapped WSASend hands the kernel all of it at once); \
                     tests/faults_threads.cpp: the signal storm (Windows has no POSIX signals)
