@@ -57,4 +57,9 @@ std::string where(const char* op, AsyncFD fd);
 // called once more and this returns why ("closed", "unregistered"); nullptr otherwise.
 const char* abandonReason(AsyncFD fd) noexcept;
 
+// Fails what addRead and addWrite left waiting on fd, which has already left the dispatcher
+// (closeSocket, unregister): each callback is called once while abandonReason(fd) says why.
+// Returns how many asked to be called again (they cannot be). src/abandon.cpp.
+int abandonCallbacks(AsyncFD fd, PData& data, const char* why);
+
 } // namespace asyncdispatch::detail

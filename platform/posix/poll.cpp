@@ -21,13 +21,6 @@ namespace {
 
 using detail::handle;
 
-// Which descriptor is being abandoned by closeSocket/unregister, and why (see abandonReason).
-struct Abandoning {
-  AsyncFD fd{-1};
-  const char* why = nullptr;
-};
-thread_local Abandoning abandoning;
-
 Selector<PData>& selector() {
   return detail::currentDispatcher().selector;
 }
@@ -164,32 +157,9 @@ void processReadyKey(Selector<PData>& s, const ReadyKey& key) {
   if (stillReported(s, key)) updateInterest(s, key.fd);
 }
 
-// Fails what waits on fd, which has already left the selector: each callback is called once
-// while abandonReason(fd) says why, so the library's operations fail their futures with an
-// OSError naming themselves. Returns how many asked to be called again (they cannot be).
-int abandon(AsyncFD fd, PData& data, const char* why) {
-  abandoning = Abandoning{fd, why};
-  int stubborn = 0;
-  try {
-    for (Callback& cb : data.readCBs)
-      stubborn += cb(fd) ? 0 : 1;
-    for (Callback& cb : data.writeCBs)
-      stubborn += cb(fd) ? 0 : 1;
-  } catch (...) {
-    abandoning = Abandoning{};
-    throw;
-  }
-  abandoning = Abandoning{};
-  return stubborn;
-}
-
 } // namespace
 
 namespace detail {
-
-const char* abandonReason(AsyncFD fd) noexcept {
-  return abandoning.why != nullptr && abandoning.fd == fd ? abandoning.why : nullptr;
-}
 
 bool cancelWaiting(std::intptr_t fd, const FutureStateBase& fut) {
   Selector<PData>& s = selector();
@@ -233,7 +203,7 @@ void unregister(AsyncFD fd) {
   s.unregister(handle(fd));
   // A timer's, signal's, process's or event's callback is not an operation to fail: it just
   // stops, as in Nim.
-  if (kind == Event::Read) abandon(fd, pending, "unregistered");
+  if (kind == Event::Read) detail::abandonCallbacks(fd, pending, "unregistered");
 }
 
 bool contains(const PDispatcher& disp, AsyncFD fd) {
@@ -250,7 +220,7 @@ void closeSocket(AsyncFD fd) {
   // POSIX leaves the descriptor closed even when close fails (but for EBADF), so the pending
   // operations are failed whatever close says, and only then is its error reported.
   const int closeError = ::close(handle(fd)) != 0 && errno != EINTR ? errno : 0;
-  const int stubborn = abandon(fd, pending, "closed");
+  const int stubborn = detail::abandonCallbacks(fd, pending, "closed");
   if (closeError != 0) throw OSError(closeError, detail::where("closeSocket", fd));
   if (stubborn > 0) throw ValueError("Expecting async operations to stop when fd has closed.");
 }
@@ -315,11 +285,6 @@ void poll(int timeout) {
 
   // 5. Run the queued callbacks: this is where coroutines resume.
   detail::processPendingCallbacks(p);
-}
-
-std::ostream& operator<<(std::ostream& os, const PData& data) {
-  return os << "PData { fd: " << data.fd << ", readCBs: " << data.readCBs.size()
-            << ", writeCBs: " << data.writeCBs.size() << " }";
 }
 
 void dumpDispatcher(std::ostream& os, const PDispatcher& disp) {

@@ -22,13 +22,6 @@ namespace {
 using detail::handle;
 using detail::kindOf;
 
-// Which descriptor is being abandoned by closeSocket/unregister, and why (see abandonReason).
-struct Abandoning {
-  AsyncFD fd{-1};
-  const char* why = nullptr;
-};
-thread_local Abandoning abandoning;
-
 // The network events WSAEventSelect signals for each direction: Nim's masks for addRead and
 // addWrite.
 constexpr long kReadEvents = FD_READ | FD_ACCEPT | FD_OOB | FD_CLOSE;
@@ -173,25 +166,6 @@ PData takeCallbacks(Dispatcher& p, AsyncFD fd) {
   return data;
 }
 
-// Fails what addRead and addWrite left waiting on fd, which has left the dispatcher: each
-// callback is called once while abandonReason(fd) says why (platform/posix/poll.cpp's abandon).
-// Returns how many asked to be called again (they cannot be).
-int abandonCallbacks(AsyncFD fd, PData& data, const char* why) {
-  abandoning = Abandoning{fd, why};
-  int stubborn = 0;
-  try {
-    for (Callback& cb : data.readCBs)
-      stubborn += cb(fd) ? 0 : 1;
-    for (Callback& cb : data.writeCBs)
-      stubborn += cb(fd) ? 0 : 1;
-  } catch (...) {
-    abandoning = Abandoning{};
-    throw;
-  }
-  abandoning = Abandoning{};
-  return stubborn;
-}
-
 // Fails each socket operation in flight on fd once (closeSocket, unregister), with
 // ERROR_OPERATION_ABORTED and a message naming the operation and why. Their OVERLAPPEDs stay with
 // the port: the aborted completions, once dequeued, find themselves unlisted and do nothing
@@ -237,10 +211,6 @@ void processCompletion(Dispatcher& p, const OVERLAPPED_ENTRY& entry) {
 } // namespace
 
 namespace detail {
-
-const char* abandonReason(AsyncFD fd) noexcept {
-  return abandoning.why != nullptr && abandoning.fd == fd ? abandoning.why : nullptr;
-}
 
 // Phase 3 for a socket's packet (Nim's runOnce body for a ready key, after processWait has found
 // it): Read runs the read callbacks, Write the write callbacks, an Error alone both, then the
@@ -371,7 +341,7 @@ void unregister(AsyncFD fd) {
   p.handles.erase(fd);
   PData pending = takeCallbacks(p, fd);
   abandon(p, fd, "unregistered", true);
-  abandonCallbacks(fd, pending, "unregistered");
+  detail::abandonCallbacks(fd, pending, "unregistered");
 }
 
 bool contains(const PDispatcher& disp, AsyncFD fd) {
@@ -391,7 +361,7 @@ void closeSocket(AsyncFD fd) {
   PData pending = takeCallbacks(p, fd);
   const int closeError = closesocket(handle(fd)) != 0 ? WSAGetLastError() : 0;
   abandon(p, fd, "closed", false);
-  const int stubborn = abandonCallbacks(fd, pending, "closed");
+  const int stubborn = detail::abandonCallbacks(fd, pending, "closed");
   if (closeError != 0) throw OSError(closeError, detail::where("closeSocket", fd));
   if (stubborn > 0) throw ValueError("Expecting async operations to stop when fd has closed.");
 }
@@ -480,11 +450,6 @@ void poll(int timeout) {
 
   // 5. Run the queued callbacks: this is where coroutines resume.
   detail::processPendingCallbacks(p);
-}
-
-std::ostream& operator<<(std::ostream& os, const PData& data) {
-  return os << "PData { fd: " << data.fd << ", readCBs: " << data.readCBs.size()
-            << ", writeCBs: " << data.writeCBs.size() << " }";
 }
 
 // Nim's Windows drawing: ioPort, the handles (each with the operations in flight on it, by name),
