@@ -72,6 +72,9 @@ class SelectEvent;
 //                            that fired and a process that exited report Finished and are
 //                            disarmed (no longer in count) until the loop unregisters them
 //   contains(fd), getData(fd)     the registry
+//   isCurrent(key)           whether key, from the last selectInto, still reports the registration
+//                            that holds key.fd now (a callback earlier in the batch may have
+//                            closed the descriptor and given its number to a new key)
 //   fds                      the table of SelectorKey<T>, indexed by descriptor (the drawing's)
 //   count                    armed registrations (non-empty event sets), Nim's `count`
 //   dump(os)                 print the kernel handle and the fds table in the drawing's notation
@@ -80,11 +83,12 @@ class SelectEvent;
 // Misuse (registering twice, an unknown fd, a bad signal or pid) throws ValueError naming the call
 // and the value.
 template <class S, class T = PData, class E = SelectEvent>
-concept SelectorBackend = std::default_initializable<S> && !std::copy_constructible<S> &&
-                          std::default_initializable<E> && !std::copy_constructible<E> &&
-                          requires(S & s, const S& cs, SocketHandle fd, EventSet events, T data,
-                                   int timeout, bool oneshot, int value, E& ev, const E& cev,
-                                   std::span<ReadyKey> keys, std::ostream& os) {
+concept SelectorBackend =
+    std::default_initializable<S> && !std::copy_constructible<S> && std::default_initializable<E> &&
+    !std::copy_constructible<E> &&
+    requires(S & s, const S& cs, SocketHandle fd, EventSet events, T data, int timeout,
+             bool oneshot, int value, E& ev, const E& cev, std::span<ReadyKey> keys,
+             const ReadyKey& key, std::ostream& os) {
   { s.registerHandle(fd, events, std::move(data)) } -> std::same_as<void>;
   { s.updateHandle(fd, events) } -> std::same_as<void>;
   { s.unregister(fd) } -> std::same_as<void>;
@@ -96,6 +100,7 @@ concept SelectorBackend = std::default_initializable<S> && !std::copy_constructi
   { s.selectInto(timeout, keys) } -> std::same_as<int>;
   { cs.contains(fd) } -> std::same_as<bool>;
   { s.getData(fd) } -> std::same_as<T&>;
+  { cs.isCurrent(key) } -> std::same_as<bool>;
   { cs.count } -> std::convertible_to<int>;
   { cs.fds[0].data } -> std::convertible_to<const T&>;
   { cs.dump(os) } -> std::same_as<void>;

@@ -62,16 +62,9 @@ PData& checkedData(const char* op, AsyncFD fd) {
 
 // Whether key still reports the registration that holds its descriptor. A callback earlier in
 // the pass may have closed the descriptor, and a new socket, timer or event taken its number
-// (libuv's tcp_close_accept): the report is not for that one, whose callbacks must not run. A
-// backend that tags its registrations (epoll: a generation next to the fd in epoll_event.data)
-// tells the two apart with isCurrent; with one that cannot, the key must at least still be
-// registered, and what is left is the kind check of processReadyKey and the operations'
-// tolerance of a spurious wakeup (EAGAIN is "not yet").
-template <class S>
-bool stillReported(const S& s, const ReadyKey& key) {
-  if (!s.contains(key.fd)) return false;
-  if constexpr (requires { s.isCurrent(key); }) return s.isCurrent(key);
-  return true;
+// (libuv's tcp_close_accept): the report is not for that one, whose callbacks must not run.
+bool stillReported(const Selector<PData>& s, const ReadyKey& key) {
+  return s.contains(key.fd) && s.isCurrent(key);
 }
 
 // Runs the callbacks that were waiting on one direction of fd when it became ready, in order,

@@ -94,6 +94,11 @@ void Selector<T>::dump(std::ostream&) const {
   unsupported("dump");
 }
 
+template <class T>
+bool Selector<T>::isCurrent(const ReadyKey&) const {
+  unsupported("isCurrent");
+}
+
 template class Selector<PData>;
 static_assert(SelectorBackend<Selector<PData>>);
 

@@ -50,6 +50,7 @@ public:
   bool contains(SocketHandle fd) const;
   T& getData(SocketHandle fd);
   void dump(std::ostream& os) const;
+  bool isCurrent(const ReadyKey& key) const;
 
   int kernelFD = -1;               // the kernel object's handle (epollFD, kqFD, portFD ...)
   std::vector<SelectorKey<T>> fds; // indexed by descriptor, as in the other backends
