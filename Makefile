@@ -43,17 +43,17 @@ CXXFLAGS := -std=c++20 $(OPT) -Wall -Wextra -Wpedantic $(WERROR) $(SANITIZE) -Ii
 LDFLAGS  := $(SANITIZE)
 
 ifeq ($(BACKEND),epoll)
-PLATFORM_SRC := platform/linux/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp \
+PLATFORM_SRC := platform/linux/selector.cpp platform/posix/family.cpp platform/posix/net.cpp \
                 platform/posix/events.cpp
 else ifeq ($(BACKEND),stub)
-PLATFORM_SRC := platform/stub/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp \
+PLATFORM_SRC := platform/stub/selector.cpp platform/posix/family.cpp platform/posix/net.cpp \
                 platform/posix/events.cpp
 else ifeq ($(BACKEND),iocp)
 # Cross-built with Debian's MinGW-w64 (its POSIX thread model: std::thread needs winpthreads),
 # linked statically so Wine needs no MinGW DLLs. doctest.h is copied into the build folder:
 # /usr/include must never be on a cross compiler's include path.
 CXX          := x86_64-w64-mingw32-g++-posix
-PLATFORM_SRC := platform/windows/poll.cpp platform/windows/net.cpp platform/windows/events.cpp
+PLATFORM_SRC := platform/windows/family.cpp platform/windows/net.cpp platform/windows/events.cpp
 CXXFLAGS     += -I$(BUILD)/include
 LDFLAGS      += -static
 LDLIBS       := -lws2_32 -lmswsock

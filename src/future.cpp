@@ -1,5 +1,6 @@
 // Futures: completion, failure and callbacks (Nim's asyncfutures).
 #include "../include/asyncdispatch/future.hpp"
+#include "loop.hpp"
 
 #include <string>
 

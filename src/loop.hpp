@@ -1,5 +1,5 @@
-// What the portable core shares with the backends' loops (platform/*/poll.cpp): the phases of a
-// pass that do not depend on the kernel, and the descriptor-naming helper for error messages.
+// What the portable core shares with the families (platform/posix/, platform/windows/): the phases
+// of a pass that do not depend on the kernel, and the descriptor-naming helper for error messages.
 #pragma once
 
 #include <iosfwd>
@@ -8,6 +8,10 @@
 #include "../include/asyncdispatch/backend.hpp"
 
 namespace asyncdispatch::detail {
+
+// Takes the operation that serves `fut` out of descriptor fd (the family's half of cancelling an
+// I/O operation). Returns false if none was found.
+bool cancelWaiting(std::intptr_t fd, const FutureStateBase& fut);
 
 // This thread's dispatcher, made on first use; what getGlobalDispatcher() points to.
 Dispatcher& currentDispatcher();

@@ -105,7 +105,7 @@ protected:
 class CoroutineCanceller;
 
 // The one word a pending future spends on cancellation: nothing, a Canceller, the coroutine that
-// will complete it, or the descriptor whose callback list holds the operation (the backend takes
+// will complete it, or the descriptor whose callback list holds the operation (the family takes
 // it out: cancelWaiting). The low two bits say which: pointers are at least 8-aligned, and a
 // descriptor is stored shifted left by two. A coroutine is its own kind so that a coroutine
 // frame needs no virtual table: its promise is built on every coroutine call.
@@ -136,10 +136,6 @@ private:
   explicit CancelHook(std::uintptr_t bits) noexcept : bits_(bits) {}
   std::uintptr_t bits_ = 0;
 };
-
-// Takes the callback that serves `fut` out of descriptor fd's lists (the backend's half of
-// cancelling an I/O operation; platform/*/poll.cpp). Returns false if none was found.
-bool cancelWaiting(std::intptr_t fd, const FutureStateBase& fut);
 
 // The part of a future's state that does not depend on T. Its memory comes from the thread's
 // recycler (recycler.hpp).

@@ -492,7 +492,7 @@ std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port p
   return result;
 }
 
-Future<void> connectAddress(AsyncFD socket, const AddrInfo& target) {
+Future<void> ReadinessFamily::connectAddress(AsyncFD socket, const AddrInfo& target) {
   Future<void> retFuture = newFuture<void>("connect");
   if (::connect(handle(socket), reinterpret_cast<const sockaddr*>(&target.addr), target.addrLen) ==
       0) {
