@@ -4,6 +4,7 @@
 
 #include "../include/asyncdispatch/net.hpp"
 #include "loop.hpp"
+#include "sockets.hpp"
 
 namespace asyncdispatch {
 
@@ -48,8 +49,7 @@ Future<AsyncFD> dialAny(std::vector<detail::AddrInfo> addrs, SockType sockType, 
 } // namespace
 
 Future<void> connect(AsyncFD socket, const std::string& address, Port port, Domain domain) {
-  if (!contains(getGlobalDispatcher(), socket))
-    throw ValueError(detail::where("connect", socket) + ": File descriptor not registered.");
+  detail::checkRegistered("connect", socket);
   return connectToAny(socket, detail::resolve("connect", address, port, &domain, SockType::Stream));
 }
 

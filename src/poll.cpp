@@ -8,6 +8,7 @@
 
 #include "family.hpp"
 #include "loop.hpp"
+#include "sockets.hpp"
 
 namespace asyncdispatch {
 

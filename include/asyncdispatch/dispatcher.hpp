@@ -218,7 +218,7 @@ Future<bool> wait(Future<T> fut, int ms) {
   return detail::raceTimer("wait", std::move(fut), ms, true);
 }
 
-// Nim's poll: one pass of the loop (see poll.cpp for its phases). ValueError("No handles or
+// Nim's poll: one pass of the loop (see src/poll.cpp for its phases). ValueError("No handles or
 // timers registered in dispatcher.") when there is nothing to wait for.
 void poll(int timeout = 500);
 // Nim's drain: polls while anything is pending, for at most timeout ms on the monotonic clock;

@@ -8,6 +8,8 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #else
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #endif
@@ -83,37 +85,5 @@ void listen(AsyncFD socket, int backlog = SOMAXCONN);
 std::pair<std::string, Port> getLocalAddr(AsyncFD socket);
 // Nim's nativesockets setSockOptInt, e.g. setSockOptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1).
 void setSockOptInt(AsyncFD socket, int level, int optname, int value);
-
-namespace detail {
-
-// One address from the resolver, ready for connect().
-struct AddrInfo {
-  Domain domain;
-  sockaddr_storage addr;
-  socklen_t addrLen;
-};
-
-// Resolves address:port for connect/dial/bindAddr (`op` names the caller in errors). `domain`
-// restricts the family; nullptr means IPv4 and IPv6. Throws OSError if the name does not
-// resolve, IOError if it resolves to no family we can use.
-std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port port,
-                              const Domain* domain, SockType sockType, bool passive = false);
-// One connection attempt to one address (the platform's part of connect and dial).
-Future<void> connectAddress(AsyncFD socket, const AddrInfo& target);
-
-// The OS's numbers for a Domain, SockType, Protocol: the same names on POSIX and Winsock
-// (src/sockets.cpp).
-int nativeDomain(Domain d);
-int nativeSockType(SockType t);
-int nativeProtocol(Protocol p);
-
-// The argument checks every backend makes at the call, so that misuse throws the same
-// ValueError everywhere, naming the operation and the descriptor (src/sockets.cpp).
-void checkSize(const char* op, AsyncFD fd, int size);   // size > 0
-void checkLength(const char* op, AsyncFD fd, int size); // size >= 0
-void checkNotNull(const char* op, AsyncFD fd, bool present, const char* what);
-void checkAddressLength(const char* op, AsyncFD fd, socklen_t len);
-
-} // namespace detail
 
 } // namespace asyncdispatch

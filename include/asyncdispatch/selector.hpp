@@ -1,7 +1,8 @@
 // The backend contract of the readiness backends (epoll, kqueue, event ports): Nim's ioselectors
 // interface for Selector<T>, written as a C++20 concept that every backend static_asserts.
 // Backends translate kernel events into ReadyKeys and never run a callback: only the portable loop
-// (platform/posix/poll.cpp) dispatches. CONTRIBUTING.md explains each function to a porter.
+// (src/poll.cpp, through the readiness family in platform/posix/) dispatches. docs/porting.md
+// explains each function to a porter.
 #pragma once
 
 #include <concepts>

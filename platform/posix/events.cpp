@@ -1,6 +1,6 @@
 // Timers, user events, signals and processes for the user (Nim's addTimer, AsyncEvent,
 // addProcess and addSignal), written once over the selector contract: each is a key with one
-// callback, dispatched by processReadyKey in poll.cpp.
+// callback, run by processCustomCallbacks (src/dispatch.hpp) when its key is reported.
 #include "../../include/asyncdispatch/events.hpp"
 
 #include <string>

@@ -16,11 +16,13 @@
 #include <memory>
 
 #include "../../src/loop.hpp"
+#include "../../src/sockets.hpp"
 
 namespace asyncdispatch {
 
 namespace {
 
+using detail::checkRegistered;
 using detail::handle;
 using detail::where;
 
@@ -45,11 +47,6 @@ bool isRetry(int err) {
 
 int recvFlags(SocketFlags flags) {
   return flags.contains(SocketFlag::Peek) ? MSG_PEEK : 0;
-}
-
-void checkRegistered(const char* op, AsyncFD fd) {
-  if (!detail::currentDispatcher().selector.contains(handle(fd)))
-    throw ValueError(where(op, fd) + ": File descriptor not registered.");
 }
 
 // If closeSocket or unregister is failing the operations on fd, fails fut accordingly.
@@ -85,26 +82,6 @@ void waitWritable(AsyncFD fd, const Future<T>& fut, Step step) {
   addWrite(fd, Operation<T, Step>{fut, std::move(step)});
   detail::stateOf(fut).setCancelHook(
       detail::CancelHook::descriptor(static_cast<std::intptr_t>(fd)));
-}
-
-std::string numericAddress(const sockaddr_storage& addr) {
-  char text[INET6_ADDRSTRLEN] = "";
-  if (addr.ss_family == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(addr).sin_addr, text, sizeof text);
-  } else if (addr.ss_family == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr, text, sizeof text);
-  } else if (addr.ss_family == AF_UNIX) {
-    return reinterpret_cast<const sockaddr_un&>(addr).sun_path;
-  }
-  return text;
-}
-
-Port portOf(const sockaddr_storage& addr) {
-  if (addr.ss_family == AF_INET)
-    return Port(ntohs(reinterpret_cast<const sockaddr_in&>(addr).sin_port));
-  if (addr.ss_family == AF_INET6)
-    return Port(ntohs(reinterpret_cast<const sockaddr_in6&>(addr).sin6_port));
-  return Port(0);
 }
 
 // accept4 makes the client non-blocking and close-on-exec atomically; macOS lacks it.
@@ -211,7 +188,7 @@ Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags,
                    retFuture.fail(std::current_exception());
                    return true;
                  }
-                 retFuture.complete(AcceptResult{numericAddress(addr), AsyncFD(client)});
+                 retFuture.complete(AcceptResult{detail::numericAddress(addr), AsyncFD(client)});
                  return true;
                });
   return retFuture;
@@ -435,61 +412,23 @@ Future<void> send(AsyncFD socket, std::string data, SocketFlags flags) {
   return retFuture;
 }
 
-void bindAddr(AsyncFD socket, Port port, const std::string& address, Domain domain) {
-  checkRegistered("bindAddr", socket);
-  std::string host = address;
-  if (host.empty()) host = domain == Domain::Inet6 ? "::" : "0.0.0.0";
-  const std::vector<detail::AddrInfo> addrs =
-      detail::resolve("bindAddr", host, port, &domain, SockType::Stream, true);
-  const detail::AddrInfo& ai = addrs.front();
-  if (::bind(handle(socket), reinterpret_cast<const sockaddr*>(&ai.addr), ai.addrLen) != 0)
-    throw OSError(errno, where("bindAddr", socket));
-}
-
-void listen(AsyncFD socket, int backlog) {
-  checkRegistered("listen", socket);
-  if (::listen(handle(socket), backlog) != 0) throw OSError(errno, where("listen", socket));
-}
-
-std::pair<std::string, Port> getLocalAddr(AsyncFD socket) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (::getsockname(handle(socket), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-    throw OSError(errno, where("getLocalAddr", socket));
-  return {numericAddress(addr), portOf(addr)};
-}
-
-void setSockOptInt(AsyncFD socket, int level, int optname, int value) {
-  if (::setsockopt(handle(socket), level, optname, &value, sizeof value) != 0)
-    throw OSError(errno, where("setSockOptInt", socket));
-}
-
 namespace detail {
 
-std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port port,
-                              const Domain* domain, SockType sockType, bool passive) {
-  addrinfo hints{};
-  hints.ai_family = domain ? detail::nativeDomain(*domain) : AF_UNSPEC;
-  hints.ai_socktype = detail::nativeSockType(sockType);
-  hints.ai_flags = passive ? AI_PASSIVE : 0;
-  const std::string service = std::to_string(static_cast<unsigned>(port));
-  addrinfo* list = nullptr;
-  const int rc = ::getaddrinfo(address.c_str(), service.c_str(), &hints, &list);
-  const std::string what = std::string(op) + "(" + address + ":" + service + ")";
-  if (rc != 0) {
-    const int code = rc == EAI_SYSTEM ? errno : ENOENT;
-    throw OSError(code, what, std::string("Couldn't resolve address: ") + gai_strerror(rc));
-  }
-  std::vector<AddrInfo> result;
-  for (const addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
-    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
-    AddrInfo entry{ai->ai_family == AF_INET6 ? Domain::Inet6 : Domain::Inet, {}, ai->ai_addrlen};
-    std::memcpy(&entry.addr, ai->ai_addr, ai->ai_addrlen);
-    result.push_back(entry);
-  }
-  ::freeaddrinfo(list);
-  if (result.empty()) throw IOError(what + ": Couldn't resolve address: " + address);
-  return result;
+int lastSocketError() noexcept {
+  return errno;
+}
+
+void startSockets() {}
+
+// getaddrinfo's codes are its own (gai_strerror), not errno's; EAI_SYSTEM means errno says why.
+OSError resolveError(int rc, const std::string& what) {
+  const int code = rc == EAI_SYSTEM ? errno : ENOENT;
+  return OSError(code, what, std::string("Couldn't resolve address: ") + gai_strerror(rc));
+}
+
+std::string localPath(const sockaddr_storage& addr) {
+  if (addr.ss_family != AF_UNIX) return std::string();
+  return reinterpret_cast<const sockaddr_un&>(addr).sun_path;
 }
 
 Future<void> ReadinessFamily::connectAddress(AsyncFD socket, const AddrInfo& target) {

@@ -6,11 +6,11 @@
 //  1. The kernel writes into an OVERLAPPED (and its buffer) until the completion is dequeued,
 //     also after closesocket or CancelIoEx. So a CustomOverlapped in flight belongs to the port:
 //     the operation releases it when it starts and poll takes it back when it is dequeued
-//     (processCompletion in poll.cpp), never earlier; a dispatcher destroyed meanwhile cancels
+//     (processEvent in family.cpp), never earlier; a dispatcher destroyed meanwhile cancels
 //     the calls and waits for their completions before it frees them (~Dispatcher).
 //  2. GetQueuedCompletionStatusEx returns many completions per call (Nim's runOnce takes one with
 //     GetQueuedCompletionStatus), but it reports each operation's status as the NTSTATUS left in
-//     OVERLAPPED.Internal, not as a Win32 error: GetOverlappedResult translates it (poll.cpp).
+//     OVERLAPPED.Internal, not as a Win32 error: GetOverlappedResult translates it (family.cpp).
 //  3. A handle cannot leave the completion port it was associated with (register_): unregister
 //     only forgets it, a completion that still arrives for it is dispatched as usual, and
 //     registering it again finds it associated already.
@@ -20,7 +20,7 @@
 //     and its old winsock.h clashes with winsock2.h: both are switched off before it is included.
 //  6. Readiness (addRead, addWrite) is not what a completion port reports: WSAEventSelect sets an
 //     event, a thread-pool wait turns the event into a packet, and poll asks select() what the
-//     socket is ready for (poll.cpp, processReadiness).
+//     socket is ready for (family.cpp, processReadiness).
 //
 // The socket operations are in net.cpp (AcceptEx, ConnectEx, WSARecv, WSASend, WSARecvFrom,
 // WSASendTo); timers, events and processes in events.cpp; addSignal throws: Windows has no POSIX
@@ -37,6 +37,8 @@
 #include <windows.h>
 
 #include <memory>
+#include <ostream>
+#include <span>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -146,7 +148,7 @@ struct Dispatcher : DispatcherBase {
   // Not in Nim's drawing: what a thread-pool wait watches for this dispatcher, by handle, as the
   // POSIX selector keys its fds: a timer, an event or a process (addTimer, addEvent, addProcess;
   // events.cpp) with its one callback in data.readCBs, as on POSIX; or a socket that addRead and
-  // addWrite watch (poll.cpp), with their callbacks in data.readCBs and data.writeCBs. A key is
+  // addWrite watch (family.cpp), with their callbacks in data.readCBs and data.writeCBs. A key is
   // here only while it is armed, and counts once in hasPendingOperations and activeDescriptors.
   struct WaitKey {
     EventSet events; // {Timer}, {User}, {Process} (+ Oneshot), or Read and Write for a socket
@@ -173,11 +175,46 @@ std::shared_ptr<WaitRegistration> watchSocket(const char* op, Dispatcher& p, Asy
 // (at most one is in the port at a time).
 HANDLE eventOf(const WaitRegistration& reg);
 void postNow(WaitRegistration& reg);
-// Phase 3 for a socket's packet (poll.cpp): runs the callbacks of what the socket is ready for.
+// Phase 3 for a socket's packet (family.cpp): runs the callbacks of what the socket is ready for.
 void processReadiness(Dispatcher& p, AsyncFD fd);
+// A key of `waits` as phase 3 sees it (src/dispatch.hpp): the key of registration `reg` while it
+// is still that one (a callback may unregister it, or let it go and add a new one).
+struct WaitView {
+  Dispatcher& p;
+  AsyncFD fd;
+  const WaitRegistration* reg;
+  PData* data() const;
+  void rearm() const;
+  bool finished() const;
+  void remove() const;
+};
 // Which kind of key events describe: Timer, Process or User for the library's objects, Read for a
 // socket's.
 Event kindOf(EventSet events);
+struct AddrInfo;
+
+// The family contract (src/family.hpp) over IOCP, in the contract's order (family.cpp;
+// connectAddress in net.cpp): operations are overlapped calls, reported as their completions.
+struct CompletionFamily {
+  using Report = OVERLAPPED_ENTRY;
+  static int waitForEvents(Dispatcher& p, int timeout, std::span<OVERLAPPED_ENTRY> reports);
+  static void processEvent(Dispatcher& p, const OVERLAPPED_ENTRY& entry);
+  static bool hasPendingIo(const Dispatcher& p);
+  static int armedCount(const Dispatcher& p);
+  static void registerHandle(Dispatcher& p, AsyncFD fd);
+  static bool contains(const Dispatcher& p, AsyncFD fd);
+  static bool isCustomKey(const Dispatcher& p, AsyncFD fd);
+  static void unregisterCustom(Dispatcher& p, AsyncFD fd);
+  static PData forget(Dispatcher& p, AsyncFD fd, const char* why);
+  static int closeHandle(Dispatcher& p, AsyncFD fd);
+  static void addCallback(Dispatcher& p, const char* op, AsyncFD fd,
+                          std::vector<Callback> PData::*list, Callback cb);
+  static bool cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStateBase& fut);
+  static Future<void> connectAddress(AsyncFD socket, const AddrInfo& target);
+  static void dump(const Dispatcher& p, std::ostream& os);
+};
+using Family = CompletionFamily;
+
 } // namespace detail
 
 // Nim's getIoHandler: the dispatcher's completion port.

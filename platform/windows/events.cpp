@@ -4,7 +4,7 @@
 // (RegisterWaitForSingleObject). The pool thread does one thing: post a packet to the dispatcher's
 // ioPort. poll dequeues it and runs the user's callback on the dispatcher's thread, in its
 // completion phase (processWait). The same waits serve addRead and addWrite, on the event that
-// WSAEventSelect sets for a socket (watchSocket; the rest is in poll.cpp). addSignal is final:
+// WSAEventSelect sets for a socket (watchSocket; the rest is in family.cpp). addSignal is final:
 // Windows has no POSIX signals and Nim has no addSignal there.
 //
 // What is hard here:
@@ -25,6 +25,7 @@
 #include <string>
 #include <utility>
 
+#include "../../src/dispatch.hpp"
 #include "../../src/loop.hpp"
 #include "../../src/trigger_gate.hpp"
 
@@ -148,20 +149,6 @@ std::shared_ptr<WaitRegistration> newRegistration(HANDLE object, bool oneshot) {
   return r;
 }
 
-// After a key's callback: it stays for the next signal unless it returned true (or the key is a
-// oneshot, gone already); if the callback unregistered its own key, or that key was replaced
-// meanwhile, there is nothing to settle (platform/posix/poll.cpp's settleCustomKey).
-void settleKey(Dispatcher& p, AsyncFD fd, const WaitRegistration* r, Callback cb, bool done) {
-  if (r->oneshot) return;
-  const auto it = p.waits.find(fd);
-  if (it == p.waits.end() || it->second.reg.get() != r || !it->second.data.readCBs.empty()) return;
-  if (done) {
-    detail::unregisterWait(p, fd);
-  } else {
-    it->second.data.readCBs.push_back(std::move(cb));
-  }
-}
-
 // The shared state of an event handle that is neither nil nor closed.
 AsyncEventState& openState(const char* op, const std::shared_ptr<AsyncEventState>& state) {
   if (!state) throw ValueError(std::string(op) + ": AsyncEvent is nil");
@@ -184,37 +171,21 @@ Event kindOf(EventSet events) {
   return Event::Read;
 }
 
-// Phase 3 for a packet of a wait registration (poll.cpp's processCompletion hands it over). A
-// timer's, event's or process's one callback is taken out of its key while it runs, as on POSIX
-// (runCustomCallback), so that it may unregister its own key; if it throws, the key is settled
-// as if it had returned false before the exception leaves poll.
+// Phase 3 for a packet of a wait registration (family.cpp's processEvent hands it over): a
+// socket's readiness, or a timer's, event's or process's one callback (Nim's
+// processCustomCallbacks, src/dispatch.hpp). A oneshot is gone after its callback whatever it
+// returns or throws (beyond Nim, see events.hpp).
 void processWait(Dispatcher& p, AsyncFD fd, DWORD serial) {
   const auto it = p.waits.find(fd);
   if (it == p.waits.end() || it->second.reg->serial != serial) return; // gone meanwhile (see 1)
   const std::shared_ptr<WaitRegistration> r = it->second.reg;
   r->posted = false; // before the callbacks: a signal from now on is a new call (see 3)
   if (kindOf(it->second.events) == Event::Read) return processReadiness(p, fd);
-  std::vector<Callback>& list = it->second.data.readCBs;
-  if (list.empty()) return;
-  Callback cb = std::move(list.front());
-  list.clear();
-  // A oneshot is gone whatever its callback returns or throws (beyond Nim, see events.hpp). Its
-  // handle stays open while the callback runs: `r` holds it.
-  if (r->oneshot) {
-    r->stop();
-    p.waits.erase(it);
-  }
   // An event set again since the pool's wait consumed it is covered by this call, as one read
   // of an eventfd covers every trigger before it.
   if (r->event) WaitForSingleObject(r->event->event.h, 0);
-  bool done = false;
-  try {
-    done = cb(fd);
-  } catch (...) {
-    settleKey(p, fd, r.get(), std::move(cb), false);
-    throw;
-  }
-  settleKey(p, fd, r.get(), std::move(cb), done);
+  WaitView key{p, fd, r.get()};
+  processCustomCallbacks(key, fd);
 }
 
 std::shared_ptr<WaitRegistration> watchSocket(const char* op, Dispatcher& p, AsyncFD fd) {

@@ -32,11 +32,13 @@
 #include <string>
 
 #include "../../src/loop.hpp"
+#include "../../src/sockets.hpp"
 
 namespace asyncdispatch {
 
 namespace {
 
+using detail::checkRegistered;
 using detail::handle;
 using detail::where;
 
@@ -113,11 +115,6 @@ bool isDisconnect(SocketFlags flags, DWORD err) {
   return flags.contains(SocketFlag::SafeDisconn) &&
          (err == WSAECONNRESET || err == WSAECONNABORTED || err == WSAENETRESET ||
           err == WSAEDISCON || err == WSAESHUTDOWN || err == ERROR_NETNAME_DELETED);
-}
-
-void checkRegistered(const char* op, AsyncFD fd) {
-  if (!detail::currentDispatcher().handles.contains(fd))
-    throw ValueError(where(op, fd) + ": File descriptor not registered.");
 }
 
 // Nim's recv on Windows asserts "Peek not supported on Windows.": an overlapped MSG_PEEK would
@@ -201,24 +198,6 @@ DWORD submit(const char* op, AsyncFD fd, const FutureBase& fut, CompletionCallba
   return 0;
 }
 
-std::string numericAddress(const sockaddr* addr) {
-  char text[INET6_ADDRSTRLEN] = "";
-  if (addr->sa_family == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(addr)->sin_addr, text, sizeof text);
-  } else if (addr->sa_family == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr, text, sizeof text);
-  }
-  return text;
-}
-
-Port portOf(const sockaddr_storage& addr) {
-  if (addr.ss_family == AF_INET)
-    return Port(ntohs(reinterpret_cast<const sockaddr_in&>(addr).sin_port));
-  if (addr.ss_family == AF_INET6)
-    return Port(ntohs(reinterpret_cast<const sockaddr_in6&>(addr).sin6_port));
-  return Port(0);
-}
-
 // Nim sets every socket of the dispatcher non-blocking (setBlocking(false)), on Windows too: the
 // overlapped calls do not care, and a direct send or recv on the socket then never blocks.
 bool setNonBlocking(SOCKET s) {
@@ -269,7 +248,9 @@ void finishAccept(AsyncFD listener, std::unique_ptr<AcceptState> st, DWORD err) 
   int remoteLen = 0;
   extensions().getAcceptExSockaddrs(st->addresses, 0, kAcceptAddrLen, kAcceptAddrLen, &local,
                                     &localLen, &remote, &remoteLen);
-  std::string address = numericAddress(remote);
+  sockaddr_storage peer{};
+  std::memcpy(&peer, remote, static_cast<std::size_t>(std::min<int>(remoteLen, sizeof peer)));
+  std::string address = detail::numericAddress(peer);
   setNonBlocking(client);
   try {
     register_(AsyncFD(client));
@@ -563,69 +544,29 @@ Future<void> send(AsyncFD socket, std::string data, SocketFlags flags) {
   return sendOwned(socket, std::move(data), flags);
 }
 
-void bindAddr(AsyncFD socket, Port port, const std::string& address, Domain domain) {
-  checkRegistered("bindAddr", socket);
-  std::string host = address;
-  if (host.empty()) host = domain == Domain::Inet6 ? "::" : "0.0.0.0";
-  const std::vector<detail::AddrInfo> addrs =
-      detail::resolve("bindAddr", host, port, &domain, SockType::Stream, true);
-  const detail::AddrInfo& ai = addrs.front();
-  if (::bind(handle(socket), reinterpret_cast<const sockaddr*>(&ai.addr), ai.addrLen) != 0)
-    throw OSError(WSAGetLastError(), where("bindAddr", socket));
-}
-
-void listen(AsyncFD socket, int backlog) {
-  checkRegistered("listen", socket);
-  if (::listen(handle(socket), backlog) != 0)
-    throw OSError(WSAGetLastError(), where("listen", socket));
-}
-
-std::pair<std::string, Port> getLocalAddr(AsyncFD socket) {
-  sockaddr_storage addr{};
-  int len = sizeof addr;
-  if (::getsockname(handle(socket), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-    throw OSError(WSAGetLastError(), where("getLocalAddr", socket));
-  return {numericAddress(reinterpret_cast<const sockaddr*>(&addr)), portOf(addr)};
-}
-
-void setSockOptInt(AsyncFD socket, int level, int optname, int value) {
-  if (::setsockopt(handle(socket), level, optname, reinterpret_cast<const char*>(&value),
-                   sizeof value) != 0)
-    throw OSError(WSAGetLastError(), where("setSockOptInt", socket));
-}
-
 namespace detail {
 
-std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port port,
-                              const Domain* domain, SockType sockType, bool passive) {
+int lastSocketError() noexcept {
+  return WSAGetLastError();
+}
+
+void startSockets() {
   startWinsock();
-  addrinfo hints{};
-  hints.ai_family = domain ? detail::nativeDomain(*domain) : AF_UNSPEC;
-  hints.ai_socktype = detail::nativeSockType(sockType);
-  hints.ai_flags = passive ? AI_PASSIVE : 0;
-  const std::string service = std::to_string(static_cast<unsigned>(port));
-  addrinfo* list = nullptr;
-  const int rc = ::getaddrinfo(address.c_str(), service.c_str(), &hints, &list);
-  const std::string what = std::string(op) + "(" + address + ":" + service + ")";
-  // On Windows getaddrinfo's result is a WSA error code, with its own message.
-  if (rc != 0) throw OSError(rc, what);
-  std::vector<AddrInfo> result;
-  for (const addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
-    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
-    AddrInfo entry{ai->ai_family == AF_INET6 ? Domain::Inet6 : Domain::Inet,
-                   {},
-                   static_cast<socklen_t>(ai->ai_addrlen)};
-    std::memcpy(&entry.addr, ai->ai_addr, ai->ai_addrlen);
-    result.push_back(entry);
-  }
-  ::freeaddrinfo(list);
-  if (result.empty()) throw IOError(what + ": Couldn't resolve address: " + address);
-  return result;
+}
+
+// On Windows getaddrinfo's result is a WSA error code, with its own message.
+OSError resolveError(int rc, const std::string& what) {
+  return OSError(rc, what);
+}
+
+// Windows sockets here are never local (AF_UNIX) ones.
+std::string localPath(const sockaddr_storage&) {
+  return std::string();
 }
 
 // Nim's connect on Windows: ConnectEx, which needs a bound socket, so an unbound one is bound to
 // the wildcard address of the target's family first.
-Future<void> connectAddress(AsyncFD socket, const AddrInfo& target) {
+Future<void> CompletionFamily::connectAddress(AsyncFD socket, const AddrInfo& target) {
   Future<void> retFuture = newFuture<void>("connect");
   const SOCKET s = handle(socket);
   sockaddr_storage bound{};
