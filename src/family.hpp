@@ -4,7 +4,6 @@
 // is how operations run on a kind of kernel: the readiness family (platform/posix/) builds every
 // socket operation over any Selector<PData> (epoll, kqueue, event ports, poll); the completion
 // family (platform/windows/) starts overlapped operations and collects their completions (IOCP).
-// backend.hpp chooses the family with the backend: detail::Family names it.
 #pragma once
 
 #include <concepts>
@@ -62,5 +61,28 @@ concept FamilyBackend = requires(Dispatcher& p, const Dispatcher& cp, int timeou
   // dumpDispatcher: the family's part of the drawing (the selector, or ioPort and handles).
   { F::dump(cp, os) } -> std::same_as<void>;
 };
+
+// The family of this build, declared once in the contract's order; each family defines these
+// (platform/posix/family.cpp and net.cpp over a Selector; platform/windows/family.cpp and net.cpp
+// over IOCP). Report is the family's: ReadyKey, or IOCP's OVERLAPPED_ENTRY (backend.hpp).
+struct Family {
+  using Report = FamilyReport;
+  static int waitForEvents(Dispatcher& p, int timeout, std::span<Report> reports);
+  static void processEvent(Dispatcher& p, const Report& report);
+  static bool hasPendingIo(const Dispatcher& p);
+  static int armedCount(const Dispatcher& p);
+  static void registerHandle(Dispatcher& p, AsyncFD fd);
+  static bool contains(const Dispatcher& p, AsyncFD fd);
+  static bool isCustomKey(const Dispatcher& p, AsyncFD fd);
+  static void unregisterCustom(Dispatcher& p, AsyncFD fd);
+  static PData forget(Dispatcher& p, AsyncFD fd, const char* why);
+  static int closeHandle(Dispatcher& p, AsyncFD fd);
+  static void addCallback(Dispatcher& p, const char* op, AsyncFD fd,
+                          std::vector<Callback> PData::*list, Callback cb);
+  static bool cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStateBase& fut);
+  static Future<void> connectAddress(AsyncFD socket, const AddrInfo& target);
+  static void dump(const Dispatcher& p, std::ostream& os);
+};
+static_assert(FamilyBackend<Family>);
 
 } // namespace asyncdispatch::detail

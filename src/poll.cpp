@@ -12,8 +12,6 @@
 
 namespace asyncdispatch {
 
-static_assert(detail::FamilyBackend<detail::Family>);
-
 namespace {
 
 using detail::Family;

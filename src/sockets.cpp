@@ -133,6 +133,10 @@ std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port p
 
 namespace {
 
+Future<AsyncFD> clientOf(Future<AcceptResult> accepted) {
+  co_return (co_await accepted).client;
+}
+
 // Nim's recvLine loop: one byte at a time until "\r\n" or "\n".
 Future<std::string> readLine(AsyncFD socket) {
   std::string line;
@@ -157,6 +161,14 @@ AsyncFD createAsyncNativeSocket(Domain domain, SockType sockType, Protocol proto
                                 bool inheritable) {
   return createAsyncNativeSocket(detail::nativeDomain(domain), detail::nativeSockType(sockType),
                                  detail::nativeProtocol(protocol), inheritable);
+}
+
+Future<AcceptResult> acceptAddr(AsyncFD socket, SocketFlags flags, bool inheritable) {
+  return detail::accept("acceptAddr", socket, flags, inheritable);
+}
+
+Future<AsyncFD> accept(AsyncFD socket, SocketFlags flags, bool inheritable) {
+  return clientOf(detail::accept("accept", socket, flags, inheritable));
 }
 
 Future<std::string> recvLine(AsyncFD socket) {

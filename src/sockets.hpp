@@ -22,6 +22,8 @@ struct AddrInfo {
 // resolve, IOError if it resolves to no family we can use.
 std::vector<AddrInfo> resolve(const char* op, const std::string& address, Port port,
                               const Domain* domain, SockType sockType, bool passive = false);
+// acceptAddr and accept (op names which): the family's accept operation (platform/*/net.cpp).
+Future<AcceptResult> accept(const char* op, AsyncFD socket, SocketFlags flags, bool inheritable);
 // connect's and dial's one attempt at one address: the family's (src/poll.cpp).
 Future<void> connectAddress(AsyncFD socket, const AddrInfo& target);
 

@@ -2,10 +2,6 @@
 // PDispatcher, the shared timers and callbacks plus the backend's Selector.
 #pragma once
 
-#include <ostream>
-#include <span>
-#include <vector>
-
 #include "../../include/asyncdispatch/dispatcher.hpp"
 #include "../../include/asyncdispatch/selector.hpp"
 
@@ -26,31 +22,8 @@ struct Dispatcher : DispatcherBase {
 Selector<PData>& getIoHandler(const PDispatcher& disp);
 
 namespace detail {
-
-struct AddrInfo;
-
-// The family contract (src/family.hpp) over Selector<PData>, in the contract's order
-// (platform/posix/family.cpp): operations wait for readiness, reported as ReadyKeys.
-struct ReadinessFamily {
-  using Report = ReadyKey;
-  static int waitForEvents(Dispatcher& p, int timeout, std::span<ReadyKey> reports);
-  static void processEvent(Dispatcher& p, const ReadyKey& key);
-  static bool hasPendingIo(const Dispatcher& p);
-  static int armedCount(const Dispatcher& p);
-  static void registerHandle(Dispatcher& p, AsyncFD fd);
-  static bool contains(const Dispatcher& p, AsyncFD fd);
-  static bool isCustomKey(const Dispatcher& p, AsyncFD fd);
-  static void unregisterCustom(Dispatcher& p, AsyncFD fd);
-  static PData forget(Dispatcher& p, AsyncFD fd, const char* why);
-  static int closeHandle(Dispatcher& p, AsyncFD fd);
-  static void addCallback(Dispatcher& p, const char* op, AsyncFD fd,
-                          std::vector<Callback> PData::*list, Callback cb);
-  static bool cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStateBase& fut);
-  static Future<void> connectAddress(AsyncFD socket, const AddrInfo& target);
-  static void dump(const Dispatcher& p, std::ostream& os);
-};
-using Family = ReadinessFamily;
-
+// What the readiness family's wait reports (src/family.hpp): ready keys.
+using FamilyReport = ReadyKey;
 } // namespace detail
 
 } // namespace asyncdispatch

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../../src/dispatch.hpp"
+#include "../../src/family.hpp"
 #include "../../src/loop.hpp"
 
 namespace asyncdispatch {
@@ -66,66 +67,66 @@ namespace detail {
 
 // With nothing armed and no time to wait there is nothing to ask the kernel (libuv skips the
 // call too): a pass that only runs callbacks makes no system call.
-int ReadinessFamily::waitForEvents(Dispatcher& p, int timeout, std::span<ReadyKey> reports) {
+int Family::waitForEvents(Dispatcher& p, int timeout, std::span<ReadyKey> reports) {
   if (timeout == 0 && p.selector.count == 0) return 0;
   return p.selector.selectInto(timeout, reports);
 }
 
 // Nim's runOnce body for one key: a descriptor's read and write callbacks, or a timer's,
 // signal's, process's or event's one callback.
-void ReadinessFamily::processEvent(Dispatcher& p, const ReadyKey& key) {
+void Family::processEvent(Dispatcher& p, const ReadyKey& key) {
   ReportedKey reported{p.selector, key};
   if (reported.data() == nullptr) return;
   if (kindOf(key.events) != Event::Read) return processCustomCallbacks(reported, AsyncFD(key.fd));
   processDescriptor(reported, AsyncFD(key.fd), key.events);
 }
 
-bool ReadinessFamily::hasPendingIo(const Dispatcher& p) {
+bool Family::hasPendingIo(const Dispatcher& p) {
   return p.selector.count != 0;
 }
 
-int ReadinessFamily::armedCount(const Dispatcher& p) {
+int Family::armedCount(const Dispatcher& p) {
   return p.selector.count;
 }
 
-void ReadinessFamily::registerHandle(Dispatcher& p, AsyncFD fd) {
+void Family::registerHandle(Dispatcher& p, AsyncFD fd) {
   PData data;
   data.fd = fd;
   p.selector.registerHandle(handle(fd), EventSet{}, std::move(data));
 }
 
-bool ReadinessFamily::contains(const Dispatcher& p, AsyncFD fd) {
+bool Family::contains(const Dispatcher& p, AsyncFD fd) {
   return p.selector.contains(handle(fd));
 }
 
-bool ReadinessFamily::isCustomKey(const Dispatcher& p, AsyncFD fd) {
+bool Family::isCustomKey(const Dispatcher& p, AsyncFD fd) {
   return p.selector.contains(handle(fd)) &&
          kindOf(p.selector.fds[handle(fd)].events) != Event::Read;
 }
 
-void ReadinessFamily::unregisterCustom(Dispatcher& p, AsyncFD fd) {
+void Family::unregisterCustom(Dispatcher& p, AsyncFD fd) {
   p.selector.unregister(handle(fd));
 }
 
 // Unregistered before it is closed: epoll keys registrations by open file, not by number.
-PData ReadinessFamily::forget(Dispatcher& p, AsyncFD fd, const char*) {
+PData Family::forget(Dispatcher& p, AsyncFD fd, const char*) {
   PData pending = std::move(p.selector.getData(handle(fd)));
   p.selector.unregister(handle(fd));
   return pending;
 }
 
-int ReadinessFamily::closeHandle(Dispatcher&, AsyncFD fd) {
+int Family::closeHandle(Dispatcher&, AsyncFD fd) {
   return ::close(handle(fd)) != 0 && errno != EINTR ? errno : 0;
 }
 
-void ReadinessFamily::addCallback(Dispatcher& p, const char*, AsyncFD fd,
-                                  std::vector<Callback> PData::*list, Callback cb) {
+void Family::addCallback(Dispatcher& p, const char*, AsyncFD fd, std::vector<Callback> PData::*list,
+                         Callback cb) {
   (p.selector.getData(handle(fd)).*list).push_back(std::move(cb));
   updateInterest(p.selector, handle(fd));
 }
 
 // The operation's callback leaves fd's list without running; fut's caller holds fut alive.
-bool ReadinessFamily::cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStateBase& fut) {
+bool Family::cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStateBase& fut) {
   Selector<PData>& s = p.selector;
   if (!s.contains(handle(fd))) return false;
   PData& data = s.getData(handle(fd));
@@ -141,7 +142,7 @@ bool ReadinessFamily::cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureState
   return false;
 }
 
-void ReadinessFamily::dump(const Dispatcher& p, std::ostream& os) {
+void Family::dump(const Dispatcher& p, std::ostream& os) {
   p.selector.dump(os);
 }
 

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 
+#include "../../src/family.hpp"
 #include "../../src/loop.hpp"
 #include "../../src/sockets.hpp"
 
@@ -194,10 +195,6 @@ Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags,
   return retFuture;
 }
 
-Future<AsyncFD> clientOf(Future<AcceptResult> accepted) {
-  co_return (co_await accepted).client;
-}
-
 // One write attempt of Nim's send loop: a partial write waits for the next writability.
 bool sendSome(const Future<void>& fut, AsyncFD fd, const char* data, int size, int& written,
               SocketFlags flags) {
@@ -254,14 +251,6 @@ AsyncFD createAsyncNativeSocket(int domain, int sockType, int protocol, bool inh
     throw;
   }
   return AsyncFD(fd);
-}
-
-Future<AcceptResult> acceptAddr(AsyncFD socket, SocketFlags flags, bool inheritable) {
-  return acceptAs("acceptAddr", socket, flags, inheritable);
-}
-
-Future<AsyncFD> accept(AsyncFD socket, SocketFlags flags, bool inheritable) {
-  return clientOf(acceptAs("accept", socket, flags, inheritable));
 }
 
 Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
@@ -414,6 +403,10 @@ Future<void> send(AsyncFD socket, std::string data, SocketFlags flags) {
 
 namespace detail {
 
+Future<AcceptResult> accept(const char* op, AsyncFD socket, SocketFlags flags, bool inheritable) {
+  return acceptAs(op, socket, flags, inheritable);
+}
+
 int lastSocketError() noexcept {
   return errno;
 }
@@ -431,7 +424,7 @@ std::string localPath(const sockaddr_storage& addr) {
   return reinterpret_cast<const sockaddr_un&>(addr).sun_path;
 }
 
-Future<void> ReadinessFamily::connectAddress(AsyncFD socket, const AddrInfo& target) {
+Future<void> Family::connectAddress(AsyncFD socket, const AddrInfo& target) {
   Future<void> retFuture = newFuture<void>("connect");
   if (::connect(handle(socket), reinterpret_cast<const sockaddr*>(&target.addr), target.addrLen) ==
       0) {

@@ -191,29 +191,8 @@ struct WaitView {
 // Which kind of key events describe: Timer, Process or User for the library's objects, Read for a
 // socket's.
 Event kindOf(EventSet events);
-struct AddrInfo;
-
-// The family contract (src/family.hpp) over IOCP, in the contract's order (family.cpp;
-// connectAddress in net.cpp): operations are overlapped calls, reported as their completions.
-struct CompletionFamily {
-  using Report = OVERLAPPED_ENTRY;
-  static int waitForEvents(Dispatcher& p, int timeout, std::span<OVERLAPPED_ENTRY> reports);
-  static void processEvent(Dispatcher& p, const OVERLAPPED_ENTRY& entry);
-  static bool hasPendingIo(const Dispatcher& p);
-  static int armedCount(const Dispatcher& p);
-  static void registerHandle(Dispatcher& p, AsyncFD fd);
-  static bool contains(const Dispatcher& p, AsyncFD fd);
-  static bool isCustomKey(const Dispatcher& p, AsyncFD fd);
-  static void unregisterCustom(Dispatcher& p, AsyncFD fd);
-  static PData forget(Dispatcher& p, AsyncFD fd, const char* why);
-  static int closeHandle(Dispatcher& p, AsyncFD fd);
-  static void addCallback(Dispatcher& p, const char* op, AsyncFD fd,
-                          std::vector<Callback> PData::*list, Callback cb);
-  static bool cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStateBase& fut);
-  static Future<void> connectAddress(AsyncFD socket, const AddrInfo& target);
-  static void dump(const Dispatcher& p, std::ostream& os);
-};
-using Family = CompletionFamily;
+// What the completion family's wait reports (src/family.hpp): dequeued completions.
+using FamilyReport = OVERLAPPED_ENTRY;
 
 } // namespace detail
 

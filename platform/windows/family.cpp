@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../../src/dispatch.hpp"
+#include "../../src/family.hpp"
 #include "../../src/loop.hpp"
 
 namespace asyncdispatch {
@@ -159,8 +160,7 @@ void processReadiness(Dispatcher& p, AsyncFD fd) {
 // Nim's Windows runOnce waits with a timeout even when nothing is in flight; with nothing in
 // flight and no time to wait there is nothing to ask the kernel, and with nothing in flight but a
 // timer ahead the wait is the sleep until it. Up to 64 completions per call (Nim takes one).
-int CompletionFamily::waitForEvents(Dispatcher& p, int timeout,
-                                    std::span<OVERLAPPED_ENTRY> reports) {
+int Family::waitForEvents(Dispatcher& p, int timeout, std::span<OVERLAPPED_ENTRY> reports) {
   if (timeout == 0 && p.pendingOperations == 0 && p.waits.empty()) return 0;
   const DWORD ms = timeout < 0 ? INFINITE : static_cast<DWORD>(timeout);
   ULONG ready = 0;
@@ -176,7 +176,7 @@ int CompletionFamily::waitForEvents(Dispatcher& p, int timeout,
 // Nim's runOnce body for one completion: the CustomOverlapped goes back from the port to us (see
 // dispatcher.hpp, 1) and is freed after its callback, whatever it does. A packet without an
 // OVERLAPPED was posted by hand and carries nothing to run.
-void CompletionFamily::processEvent(Dispatcher& p, const OVERLAPPED_ENTRY& entry) {
+void Family::processEvent(Dispatcher& p, const OVERLAPPED_ENTRY& entry) {
   if (entry.lpOverlapped == &waitPacket) {
     processWait(p, AsyncFD(entry.lpCompletionKey), entry.dwNumberOfBytesTransferred);
     return;
@@ -199,13 +199,13 @@ void CompletionFamily::processEvent(Dispatcher& p, const OVERLAPPED_ENTRY& entry
 
 // Abandoned operations whose completion is still to be dequeued are not pending: their futures
 // have failed, and the next pass that waits collects them.
-bool CompletionFamily::hasPendingIo(const Dispatcher& p) {
+bool Family::hasPendingIo(const Dispatcher& p) {
   return p.pendingOperations > p.abandonedOperations || !p.waits.empty();
 }
 
 // Each descriptor with a socket operation in flight or a callback waiting counts once (DESIGN §5),
 // and each timer, event and process once.
-int CompletionFamily::armedCount(const Dispatcher& p) {
+int Family::armedCount(const Dispatcher& p) {
   int waitsAlone = 0;
   for (const auto& [fd, key] : p.waits)
     waitsAlone += p.operations.contains(fd) ? 0 : 1;
@@ -216,7 +216,7 @@ int CompletionFamily::armedCount(const Dispatcher& p) {
 // every overlapped operation on it completes there. A handle unregistered earlier is still
 // associated with ioPort (see dispatcher.hpp, 3), which Windows refuses to do again: then
 // registering it again only has to list it.
-void CompletionFamily::registerHandle(Dispatcher& p, AsyncFD fd) {
+void Family::registerHandle(Dispatcher& p, AsyncFD fd) {
   p.associated.reserve(p.associated.size() + 1);
   if (CreateIoCompletionPort(reinterpret_cast<HANDLE>(handle(fd)), p.ioPort,
                              static_cast<ULONG_PTR>(handle(fd)), 1) == nullptr) {
@@ -228,23 +228,23 @@ void CompletionFamily::registerHandle(Dispatcher& p, AsyncFD fd) {
   p.associated.insert(fd);
 }
 
-bool CompletionFamily::contains(const Dispatcher& p, AsyncFD fd) {
+bool Family::contains(const Dispatcher& p, AsyncFD fd) {
   return p.handles.contains(fd);
 }
 
-bool CompletionFamily::isCustomKey(const Dispatcher& p, AsyncFD fd) {
+bool Family::isCustomKey(const Dispatcher& p, AsyncFD fd) {
   const auto it = p.waits.find(fd);
   return it != p.waits.end() && kindOf(it->second.events) != Event::Read;
 }
 
-void CompletionFamily::unregisterCustom(Dispatcher& p, AsyncFD fd) {
+void Family::unregisterCustom(Dispatcher& p, AsyncFD fd) {
   unregisterWait(p, fd);
 }
 
 // The handle stays associated with the port (see dispatcher.hpp, 3). Its wait stops before the
 // socket may be closed, so that WSAEventSelect is undone on the live socket, and its calls in
 // flight are cancelled and failed.
-PData CompletionFamily::forget(Dispatcher& p, AsyncFD fd, const char* why) {
+PData Family::forget(Dispatcher& p, AsyncFD fd, const char* why) {
   p.handles.erase(fd);
   PData pending = takeCallbacks(p, fd);
   abandon(p, fd, why, true);
@@ -253,7 +253,7 @@ PData CompletionFamily::forget(Dispatcher& p, AsyncFD fd, const char* why) {
 
 // closesocket aborts every overlapped call on the socket; its number may go to a new handle,
 // never associated.
-int CompletionFamily::closeHandle(Dispatcher& p, AsyncFD fd) {
+int Family::closeHandle(Dispatcher& p, AsyncFD fd) {
   p.associated.erase(fd);
   return closesocket(handle(fd)) != 0 ? WSAGetLastError() : 0;
 }
@@ -261,8 +261,8 @@ int CompletionFamily::closeHandle(Dispatcher& p, AsyncFD fd) {
 // Nim's addRead/addWrite on Windows wait with WSAEventSelect and RegisterWaitForSingleObject, one
 // registration per call, so only the last callback of a socket is ever called (Nim issue #25034).
 // Here a socket has one registration and the lists of POSIX's PData: every callback is called.
-void CompletionFamily::addCallback(Dispatcher& p, const char* op, AsyncFD fd,
-                                   std::vector<Callback> PData::*list, Callback cb) {
+void Family::addCallback(Dispatcher& p, const char* op, AsyncFD fd,
+                         std::vector<Callback> PData::*list, Callback cb) {
   PData& data = watchedData(p, op, fd);
   try {
     (data.*list).push_back(std::move(cb));
@@ -278,7 +278,7 @@ void CompletionFamily::addCallback(Dispatcher& p, const char* op, AsyncFD fd,
 // port until the aborted completion is dequeued, which then does nothing (claim in net.cpp). A
 // call that had already completed cannot be cancelled: what it did (bytes read, a connection
 // accepted and then closed with its state) is lost with the future.
-bool CompletionFamily::cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStateBase& fut) {
+bool Family::cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStateBase& fut) {
   const auto it = p.operations.find(fd);
   if (it == p.operations.end()) return false;
   std::vector<Dispatcher::InFlight>& list = it->second;
@@ -295,7 +295,7 @@ bool CompletionFamily::cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStat
 
 // Nim's Windows drawing: ioPort, the handles (each with the operations in flight on it, by name),
 // and the waits, keyed and printed as the POSIX selector prints its fds.
-void CompletionFamily::dump(const Dispatcher& p, std::ostream& os) {
+void Family::dump(const Dispatcher& p, std::ostream& os) {
   const Dispatcher* disp = &p;
   os << "  ioPort: Handle " << disp->ioPort << ",\n";
   std::vector<AsyncFD> fds(disp->handles.begin(), disp->handles.end());

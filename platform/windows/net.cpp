@@ -31,6 +31,7 @@
 #include <memory>
 #include <string>
 
+#include "../../src/family.hpp"
 #include "../../src/loop.hpp"
 #include "../../src/sockets.hpp"
 
@@ -298,10 +299,6 @@ Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags,
   return retFuture;
 }
 
-Future<AsyncFD> clientOf(Future<AcceptResult> accepted) {
-  co_return (co_await accepted).client;
-}
-
 // What a send owns: its bytes and how many are out.
 struct SendState {
   Future<void> fut;
@@ -406,14 +403,6 @@ AsyncFD createAsyncNativeSocket(int domain, int sockType, int protocol, bool inh
   }
   register_(AsyncFD(s.get()));
   return AsyncFD(s.release());
-}
-
-Future<AcceptResult> acceptAddr(AsyncFD socket, SocketFlags flags, bool inheritable) {
-  return acceptAs("acceptAddr", socket, flags, inheritable);
-}
-
-Future<AsyncFD> accept(AsyncFD socket, SocketFlags flags, bool inheritable) {
-  return clientOf(acceptAs("accept", socket, flags, inheritable));
 }
 
 Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
@@ -546,6 +535,10 @@ Future<void> send(AsyncFD socket, std::string data, SocketFlags flags) {
 
 namespace detail {
 
+Future<AcceptResult> accept(const char* op, AsyncFD socket, SocketFlags flags, bool inheritable) {
+  return acceptAs(op, socket, flags, inheritable);
+}
+
 int lastSocketError() noexcept {
   return WSAGetLastError();
 }
@@ -566,7 +559,7 @@ std::string localPath(const sockaddr_storage&) {
 
 // Nim's connect on Windows: ConnectEx, which needs a bound socket, so an unbound one is bound to
 // the wildcard address of the target's family first.
-Future<void> CompletionFamily::connectAddress(AsyncFD socket, const AddrInfo& target) {
+Future<void> Family::connectAddress(AsyncFD socket, const AddrInfo& target) {
   Future<void> retFuture = newFuture<void>("connect");
   const SOCKET s = handle(socket);
   sockaddr_storage bound{};
