@@ -83,6 +83,14 @@ void checkAddressLength(const char* op, AsyncFD fd, socklen_t len) {
     throw ValueError(where(op, fd) + ": address length out of range");
 }
 
+void checkSendTo(AsyncFD fd, const void* data, int size, const sockaddr* saddr, socklen_t len) {
+  checkRegistered("sendTo", fd);
+  checkLength("sendTo", fd, size);
+  checkNotNull("sendTo", fd, (data != nullptr || size == 0) && saddr != nullptr,
+               "a buffer or address pointer");
+  checkAddressLength("sendTo", fd, len);
+}
+
 std::string numericAddress(const sockaddr_storage& addr) {
   char text[INET6_ADDRSTRLEN] = "";
   if (addr.ss_family == AF_INET) {

@@ -43,6 +43,9 @@ void checkSize(const char* op, AsyncFD fd, int size);   // size > 0
 void checkLength(const char* op, AsyncFD fd, int size); // size >= 0
 void checkNotNull(const char* op, AsyncFD fd, bool present, const char* what);
 void checkAddressLength(const char* op, AsyncFD fd, socklen_t len);
+// All of sendTo's: registered, a length >= 0, a buffer (unless empty) and an address of a sane
+// size.
+void checkSendTo(AsyncFD fd, const void* data, int size, const sockaddr* saddr, socklen_t len);
 
 // The shim, one definition per family (platform/*/net.cpp):
 // the error of the socket call that just failed (errno, WSAGetLastError());

@@ -482,11 +482,7 @@ Future<int> recvFromInto(AsyncFD socket, void* data, int size, sockaddr* saddr, 
 
 Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* saddr,
                     socklen_t saddrLen, SocketFlags flags) {
-  checkRegistered("sendTo", socket);
-  detail::checkLength("sendTo", socket, size);
-  detail::checkNotNull("sendTo", socket, (data != nullptr || size == 0) && saddr != nullptr,
-                       "a buffer or address pointer");
-  detail::checkAddressLength("sendTo", socket, saddrLen);
+  detail::checkSendTo(socket, data, size, saddr, saddrLen);
   (void)flags; // as in Nim, the caller's flags are not passed on (SafeDisconn means nothing here)
   // The datagram and its destination are copied now (rule 1 above; Nim copies the address too).
   struct SendToState {
