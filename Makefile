@@ -3,7 +3,7 @@
 #   make              the library (build/lib/libasyncdispatch.a), the demo, the echo server and
 #                     the examples
 #   make run          build and run the demo
-#   make test         build and run the test suite (installs doctest-dev when root)
+#   make test         build and run the test suite (tools/install.sh installs doctest when root)
 #   make test-nopidfd the addProcess tests with ASYNCDISPATCH_NO_PIDFD=1 (the SIGCHLD fallback)
 #   make examples-check  run the examples in tools/examples/ and check that each does its job
 #   make check        everything CI runs: tests, tests under ASan+UBSan, TSan and valgrind, tests
@@ -12,7 +12,7 @@
 #                     soak and test-windows
 #   make format       clang-format every source file
 #   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
-#                     epoll floor (installs the Debian peers when root; ~11 min); writes
+#                     epoll floor (tools/install.sh bench installs them when root; ~11 min); writes
 #                     build/bench/results.md, results.json and cpu_per_rt.svg
 #   make bench-quick  the same, one case and short runs (~2 min)
 #
@@ -22,8 +22,8 @@
 #                     committed corpus (clang, ASan+UBSan)
 #   make soak         build/bin/soak: 1,000 echo connections for SOAK_SECONDS (default 60)
 #
-#   make test-windows the suite cross-built for Windows (BACKEND=iocp) and run under Wine; installs
-#                     the MinGW-w64 cross compiler and Wine when root (tools/windows/install.sh)
+#   make test-windows the suite cross-built for Windows (BACKEND=iocp) and run under Wine
+#                     (tools/install.sh windows installs MinGW-w64 and Wine when root)
 #
 # BACKEND=epoll|iocp|stub picks the backend (default: the host's; another one builds into
 # build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
@@ -102,14 +102,9 @@ $(BUILD)/bin/soak: $(BUILD)/obj/tools/soak/soak.o $(LIB)
 run: $(BUILD)/bin/demo
 	$(BUILD)/bin/demo
 
-# doctest comes from Debian's doctest-dev; as root it is installed here, otherwise we say how.
+# doctest comes from Debian's doctest-dev, which tools/install.sh installs (as root) or names.
 $(DOCTEST):
-	@if [ "$$(id -u)" = 0 ]; then \
-	  echo "installing doctest-dev (the test framework)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq doctest-dev; \
-	else \
-	  echo "doctest is missing; install it with:  sudo apt-get install -y doctest-dev"; exit 1; \
-	fi
+	sh tools/install.sh test
 
 $(TEST_OBJ): | $(DOCTEST)
 
@@ -161,7 +156,7 @@ WINE         := WINEPREFIX=$(abspath $(BUILD))/wineprefix WINEDEBUG=-all WINEDLL
                 /usr/lib/wine/wine64
 
 test-windows:
-	sh tools/windows/install.sh
+	sh tools/install.sh windows
 	$(MAKE) BACKEND=iocp windows-run
 
 $(BUILD)/include/doctest/doctest.h: | $(DOCTEST)
@@ -206,9 +201,7 @@ VALGRIND := valgrind --error-exitcode=9 --leak-check=full --show-leak-kinds=defi
 # SIGCHLD anyway), so the run asks for that fallback at once.
 VALGRIND_EXCLUDE := acceptAddr: survives EMFILE*
 valgrind:
-	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; } || \
-	  { echo "valgrind is missing; install it with:  sudo apt-get install -y valgrind"; exit 1; }
+	@command -v valgrind >/dev/null || sh tools/install.sh check
 	$(MAKE) BUILD=build/valgrind OPT="-O1 -g" build/valgrind/bin/tests
 	@echo "valgrind: left out: '$(VALGRIND_EXCLUDE)' (valgrind refuses to change RLIMIT_NOFILE)"
 	ASYNCDISPATCH_NO_PIDFD=1 timeout 1800 $(VALGRIND) build/valgrind/bin/tests \
@@ -224,10 +217,7 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize=function -fno-sanitiz
                 -fno-omit-frame-pointer
 fuzz:
 	@echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, long) { return 0; }' | \
-	  clang++ -x c++ -fsanitize=fuzzer - -o /dev/null 2>/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-rt-dev; } || \
-	  { echo "libFuzzer is missing; install it with:  sudo apt-get install -y libclang-rt-dev"; exit 1; }
+	  clang++ -x c++ -fsanitize=fuzzer - -o /dev/null 2>/dev/null || sh tools/install.sh check
 	$(MAKE) BUILD=build/fuzz CXX=clang++ SANITIZE="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" OPT="-O1 -g" \
 	  build/fuzz/lib/libasyncdispatch.a
 	clang++ -std=c++20 -O1 -g -Iinclude -DASYNCDISPATCH_BACKEND_EPOLL=1 $(FUZZ_SAN) -fsanitize=fuzzer \
@@ -286,7 +276,7 @@ include $(wildcard tools/bench/*.mk)
 
 # The peers are installed first, then a fresh make (which sees them) builds the programs.
 bench-peers:
-	@if [ -f tools/bench/install-peers.sh ]; then bash tools/bench/install-peers.sh; fi
+	sh tools/install.sh bench
 	$(MAKE) bench-bins
 bench-bins: all $(BENCH_BINS)
 

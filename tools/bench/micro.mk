@@ -1,6 +1,6 @@
 # Micro-benchmarks of the core (co_await, coroutine calls, callSoon, resumes through futures)
 # beside asio's and Nim's equivalents. The peers' headers and compiler have their install rule in
-# servers.mk (install-peers.sh).
+# servers.mk (tools/install.sh bench).
 
 build/bench/micro_asyncdispatch: tools/bench/micro/asyncdispatch.cpp tools/bench/counting_new.cpp $(LIB)
 	@mkdir -p $(dir $@)

@@ -1,12 +1,12 @@
 # The peer echo servers the echo benchmark runs against this library's build/bin/echo_server.
-# Each peer comes from a Debian package: a missing header or compiler runs install-peers.sh.
+# Each peer comes from a Debian package: a missing header or compiler runs tools/install.sh bench.
 
 SERVERS_CFLAGS := -O2 -Wall -Wextra -Wpedantic
 SERVERS_PEERS  := /usr/include/uv.h /usr/include/ev.h /usr/include/event2/event.h \
                   /usr/include/asio.hpp /usr/bin/nim
 
 $(SERVERS_PEERS):
-	tools/bench/install-peers.sh
+	sh tools/install.sh bench
 
 build/bench/server_floor: tools/bench/servers/floor.c
 	@mkdir -p $(dir $@)

@@ -1,0 +1,49 @@
+#!/bin/sh
+# Installs the Debian packages a part of the build needs, by group; does nothing for what is
+# installed already. The Makefile and .ci/run call it; the Makefile itself installs nothing.
+#
+#   sh tools/install.sh test      doctest, the tests' one third-party package
+#   sh tools/install.sh check     everything `make check` runs: compilers, clang-format,
+#                                 valgrind, libFuzzer, and the windows group
+#   sh tools/install.sh windows   the MinGW-w64 cross compiler (POSIX threads) and Wine
+#   sh tools/install.sh bench     the peers `make bench` compares against, strace and gnuplot
+set -eu
+
+packages=""
+for group in "$@"; do
+  case "$group" in
+  test) packages="$packages doctest-dev" ;;
+  windows) packages="$packages g++-mingw-w64-x86-64-posix wine64" ;;
+  check)
+    packages="$packages g++ clang clang-format make doctest-dev valgrind libclang-rt-dev"
+    packages="$packages g++-mingw-w64-x86-64-posix wine64"
+    ;;
+  bench) packages="$packages libuv1-dev libev-dev libevent-dev libasio-dev nim strace gnuplot-nox python3" ;;
+  *)
+    echo "tools/install.sh: unknown group '$group' (test, check, windows, bench)" >&2
+    exit 2
+    ;;
+  esac
+done
+
+missing=""
+for p in $packages; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    case " $missing " in *" $p "*) ;; *) missing="$missing $p" ;; esac
+  fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+  echo "tools/install.sh: missing packages:$missing" >&2
+  echo "install them with:  sudo apt-get install -y --no-install-recommends$missing" >&2
+  exit 1
+fi
+
+echo "tools/install.sh: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+# A fresh machine has empty package lists: they are fetched once, here, only when installing.
+# Another apt may hold the lock (a parallel job): wait for it instead of failing.
+apt-get -qq -o DPkg::Lock::Timeout=600 update
+# shellcheck disable=SC2086
+apt-get -qq -y -o DPkg::Lock::Timeout=600 install --no-install-recommends $missing >/dev/null
