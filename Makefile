@@ -42,9 +42,13 @@ CXXFLAGS := -std=c++20 $(OPT) -Wall -Wextra -Wpedantic $(WERROR) $(SANITIZE) -Ii
             -DASYNCDISPATCH_BACKEND_$(shell echo $(BACKEND) | tr a-z A-Z)=1 -MMD -MP
 LDFLAGS  := $(SANITIZE)
 
+# The readiness family: platform/posix/ runs the socket operations over any selector, and its
+# signal and child pieces serve the kernels that lack signal or process filters.
+POSIX_SRC := platform/posix/poll.cpp platform/posix/net.cpp platform/posix/events.cpp \
+             platform/posix/signals.cpp platform/posix/children.cpp
+
 ifeq ($(BACKEND),epoll)
-PLATFORM_SRC := platform/linux/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp \
-                platform/posix/events.cpp
+PLATFORM_SRC := platform/linux/selector.cpp platform/linux/kernel_objects.cpp $(POSIX_SRC)
 else ifeq ($(BACKEND),stub)
 PLATFORM_SRC := platform/stub/selector.cpp platform/posix/poll.cpp platform/posix/net.cpp \
                 platform/posix/events.cpp
