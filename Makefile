@@ -25,13 +25,17 @@
 #   make test-windows the suite cross-built for Windows (BACKEND=iocp) and run under Wine
 #                     (tools/install.sh windows installs MinGW-w64 and Wine when root)
 #
-# BACKEND=epoll|iocp|stub picks the backend (default: the host's; another one builds into
+#   make test-poll    the suite on the poll(2) backend, natively (build/poll)
+#   make asan-poll    the same under ASan+UBSan (build/asan-poll)
+#
+# BACKEND=epoll|poll|iocp|stub picks the backend (default: the host's; another one builds into
 # build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
 
 CXX      ?= g++
 # The host's backend unless told otherwise; another backend builds into its own folder.
 UNAME    := $(shell uname -s)
-NATIVE   := $(if $(filter Linux,$(UNAME)),epoll,$(if $(filter Darwin %BSD DragonFly,$(UNAME)),kqueue,$(if $(filter SunOS,$(UNAME)),eventports,stub)))
+# Any other POSIX system gets poll(2); the stub is built only when asked for by name.
+NATIVE   := $(if $(filter Linux,$(UNAME)),epoll,$(if $(filter Darwin %BSD DragonFly,$(UNAME)),kqueue,$(if $(filter SunOS,$(UNAME)),eventports,poll)))
 BACKEND  ?= $(NATIVE)
 BUILD    ?= $(if $(filter $(NATIVE),$(BACKEND)),build,build/$(BACKEND))
 OPT      ?= -O2 -g
@@ -42,12 +46,17 @@ CXXFLAGS := -std=c++20 $(OPT) -Wall -Wextra -Wpedantic $(WERROR) $(SANITIZE) -Ii
             -DASYNCDISPATCH_BACKEND_$(shell echo $(BACKEND) | tr a-z A-Z)=1 -MMD -MP
 LDFLAGS  := $(SANITIZE)
 
+# The readiness family: platform/posix/ runs the socket operations over any selector, and its
+# signal and child pieces serve the kernels that lack signal or process filters.
+POSIX_SRC := platform/posix/family.cpp platform/posix/net.cpp platform/posix/events.cpp \
+             platform/posix/signals.cpp platform/posix/children.cpp
+
 ifeq ($(BACKEND),epoll)
-PLATFORM_SRC := platform/linux/selector.cpp platform/posix/family.cpp platform/posix/net.cpp \
-                platform/posix/events.cpp
+PLATFORM_SRC := platform/linux/selector.cpp platform/linux/kernel_objects.cpp $(POSIX_SRC)
+else ifeq ($(BACKEND),poll)
+PLATFORM_SRC := platform/poll/selector.cpp $(POSIX_SRC)
 else ifeq ($(BACKEND),stub)
-PLATFORM_SRC := platform/stub/selector.cpp platform/posix/family.cpp platform/posix/net.cpp \
-                platform/posix/events.cpp
+PLATFORM_SRC := platform/stub/selector.cpp $(POSIX_SRC)
 else ifeq ($(BACKEND),iocp)
 # Cross-built with Debian's MinGW-w64 (its POSIX thread model: std::thread needs winpthreads),
 # linked statically so Wine needs no MinGW DLLs. doctest.h is copied into the build folder:
@@ -72,7 +81,7 @@ TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server $(BUILD)/bin/reuseport_ec
 HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
 DOCTEST  := /usr/include/doctest/doctest.h
 
-.PHONY: all run test test-run test-nopidfd test-windows windows-run examples-check asan clang \
+.PHONY: all run test test-run test-nopidfd test-poll asan-poll test-windows windows-run examples-check asan clang \
         headers stub check format format-check clean bench bench-quick bench-peers bench-bins \
         tsan valgrind fuzz soak
 .DEFAULT_GOAL := all
@@ -123,6 +132,16 @@ test-run: test
 # The addProcess cases again, with the SIGCHLD fallback that kernels without pidfd_open get.
 test-nopidfd: $(TESTS)
 	ASYNCDISPATCH_NO_PIDFD=1 timeout 600 $(TESTS) --test-case='addProcess*'
+
+# The poll(2) backend, which every POSIX system without a native backend gets: the whole suite,
+# natively, in its own folder. POLL_COMPILED_OUT names the cases it cannot run, and why.
+POLL_COMPILED_OUT := none
+test-poll:
+	@echo 'test-poll: compiled out: $(POLL_COMPILED_OUT)'
+	$(MAKE) BACKEND=poll WERROR=-Werror test
+asan-poll:
+	$(MAKE) BACKEND=poll BUILD=build/asan-poll OPT="-O1 -g" \
+	  SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" test
 
 # The IOCP backend, cross-built and run under Wine with a private prefix inside build/iocp/ (the
 # first run there takes about 10 s to create it). Every test file is built for it but those not

@@ -87,7 +87,7 @@ int callbacksShown(const std::string& text) {
 }
 
 // The selector's kernel handle as the dump shows it ("epollFD: 3" on Linux; on Windows the
-// completion port, "ioPort: Handle 0x5c").
+// completion port, "ioPort: Handle 0x5c"; on poll the array it polls, "pollFDs: array[0, pollfd]").
 std::string kernelHandle(const PDispatcher& p) {
 #if defined(_WIN32)
   std::ostringstream os;
@@ -97,6 +97,8 @@ std::string kernelHandle(const PDispatcher& p) {
   return "kqFD: " + std::to_string(getIoHandler(p).kqFD);
 #elif defined(ASYNCDISPATCH_BACKEND_EVENTPORTS)
   return "portFD: " + std::to_string(getIoHandler(p).portFD);
+#elif defined(ASYNCDISPATCH_BACKEND_POLL) // no kernel object: the array poll(2) is handed
+  return "pollFDs: array[" + std::to_string(getIoHandler(p).pollFDs.size()) + ", pollfd]";
 #else
   return "epollFD: " + std::to_string(getIoHandler(p).epollFD);
 #endif

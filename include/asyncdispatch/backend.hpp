@@ -6,8 +6,8 @@
 #include "dispatcher.hpp"
 
 #if !defined(ASYNCDISPATCH_BACKEND_EPOLL) && !defined(ASYNCDISPATCH_BACKEND_KQUEUE) &&             \
-    !defined(ASYNCDISPATCH_BACKEND_EVENTPORTS) && !defined(ASYNCDISPATCH_BACKEND_IOCP) &&          \
-    !defined(ASYNCDISPATCH_BACKEND_STUB)
+    !defined(ASYNCDISPATCH_BACKEND_EVENTPORTS) && !defined(ASYNCDISPATCH_BACKEND_POLL) &&          \
+    !defined(ASYNCDISPATCH_BACKEND_IOCP) && !defined(ASYNCDISPATCH_BACKEND_STUB)
 #if defined(__linux__)
 #define ASYNCDISPATCH_BACKEND_EPOLL 1
 #elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
@@ -17,13 +17,16 @@
 #define ASYNCDISPATCH_BACKEND_EVENTPORTS 1
 #elif defined(_WIN32)
 #define ASYNCDISPATCH_BACKEND_IOCP 1
-#else
-#define ASYNCDISPATCH_BACKEND_STUB 1
+#else // any other POSIX system has poll(2); the stub is only ever chosen by name
+#define ASYNCDISPATCH_BACKEND_POLL 1
 #endif
 #endif
 
 #if defined(ASYNCDISPATCH_BACKEND_EPOLL)
 #include "../../platform/linux/selector.hpp"
+#include "../../platform/posix/dispatcher.hpp"
+#elif defined(ASYNCDISPATCH_BACKEND_POLL)
+#include "../../platform/poll/selector.hpp"
 #include "../../platform/posix/dispatcher.hpp"
 #elif defined(ASYNCDISPATCH_BACKEND_STUB)
 #include "../../platform/stub/selector.hpp"
