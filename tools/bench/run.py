@@ -26,6 +26,8 @@ import time
 OUT = "build/bench"
 LOADGEN = f"{OUT}/loadgen"
 SERVERS = {"floor": f"{OUT}/server_floor", "asyncdispatch": "build/bin/echo_server"}
+# The same echo server on the poll(2) backend: its cost grows with the descriptors it polls.
+SERVERS["asyncdispatch-poll"] = "build/poll/bin/echo_server"
 SERVERS.update({n: f"{OUT}/server_{n}" for n in ("libuv", "libev", "libevent", "asio", "nim")})
 PROGRAM_PREFIXES = ("micro_", "timers_", "idle_")
 PEER_PACKAGES = ("libuv1-dev", "libev-dev", "libevent-dev", "libasio-dev", "nim")

@@ -36,5 +36,14 @@ build/bench/server_nim: tools/bench/servers/nim.nim | /usr/bin/nim
 	@mkdir -p $(dir $@)
 	nim c -d:release -d:danger --hints:off --nimcache:build/bench/nimcache-server -o:$@ $<
 
-BENCH_BINS += build/bench/server_floor build/bench/server_libuv build/bench/server_libev \
+# This library's echo server again, on the poll(2) backend (build/poll), made by a make of its own.
+ifneq ($(BACKEND),poll)
+build/poll/bin/echo_server: FORCE
+	$(MAKE) BACKEND=poll build/poll/bin/echo_server
+endif
+
+BENCH_BINS += build/poll/bin/echo_server build/bench/server_floor build/bench/server_libuv build/bench/server_libev \
               build/bench/server_libevent build/bench/server_asio build/bench/server_nim
+
+.PHONY: FORCE
+FORCE:
