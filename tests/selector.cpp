@@ -13,6 +13,11 @@
 //    ECONNRESET or 0) or both: the loop runs the read callbacks for either, and they see the end;
 //  - the kernel object behind a timer, signal, process or event key differs (a timerfd, a
 //    kqueue ident, a port_send source...): only its key number is used, never its kind;
+//  - selectInto may return no key before its timeout (EINTR): the waits here retry until their
+//    deadline, and the timeouts are checked within loose bounds;
+//  - which of more ready descriptors than the span holds are reported is the backend's choice;
+//  - a signal raised while watched may stay pending in a kqueue backend and reach the restored
+//    handler after unregister: only the handler's calls while watched are counted;
 //  - dump prints the backend's own kernel handle: only "fds:" and the key lines are checked.
 // Windows' IOCP backend has no Selector: there the whole file is compiled out.
 #if !defined(_WIN32)
