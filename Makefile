@@ -128,10 +128,9 @@ $(TESTS): $(TEST_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $(TEST_OBJ) $(LIB) -o $@
 
-# The suite stops itself: a hang is a failure, not a stuck CI run.
+# The suite stops itself: a hang is a failure, not a stuck CI run. It starts by printing the cases
+# compiled out on this platform, each with the reason its test file gives (tests/support.hpp).
 test: $(TESTS)
-	@echo "test: compiled out here: the Windows-only cases (#if defined(_WIN32): addSignal's refusal," \
-	  "children started with CreateProcess, the IOCP dispatcher's own structures, newCustom)"
 	timeout 600 $(TESTS)
 
 test-run: test
@@ -153,30 +152,11 @@ asan-poll:
 # The IOCP backend, cross-built and run under Wine with a private prefix inside build/iocp/ (the
 # first run there takes about 10 s to create it). Every test file is built for it but those not
 # listed yet, which the run names. Cases that cannot apply on Windows are compiled out with
-# #if !defined(_WIN32) and a one-line reason; WIN_COMPILED_OUT names them so that the run says why.
+# #if !defined(_WIN32) and a testsupport::compiledOut line giving the reason, which the run prints.
 WIN_TEST_SRC := $(TEST_SRC)
 WIN_TEST_OBJ := $(WIN_TEST_SRC:%.cpp=$(BUILD)/obj/%.o)
 WIN_TESTS    := $(BUILD)/bin/tests.exe
 WIN_NOT_BUILT := $(filter-out $(WIN_TEST_SRC),$(wildcard tests/*.cpp))
-WIN_COMPILED_OUT := tests/tcp.cpp: "acceptAddr: survives EMFILE without spinning and accepts \
-                    once descriptors are free" (Windows has no RLIMIT_NOFILE to exhaust), "recv: \
-                    Peek leaves the data in place" (Windows rejects Peek, as Nim does; a Windows case \
-                    checks that) and, inside a case, an AF_UNIX socket (Windows does no overlapped \
-                    I/O on them); tests/cancel.cpp: "cancel: a sendTo waiting for room (AF_UNIX \
-                    datagram) never sends its datagram" (Windows has no AF_UNIX datagram sockets, \
-                    and a UDP sendTo never waits); tests/signals.cpp: its 9 cases (Windows has no \
-                    POSIX signals; a Windows case checks that addSignal says so); \
-                    tests/processes.cpp: its 8 cases (fork, waitpid, pidfd and SIGCHLD), each \
-                    replaced by a Windows case that starts tests.exe itself as the child; \
-                    tests/loop.cpp, registry.cpp and dump.cpp: 9 cases on the selector (getIoHandler, \
-                    its fds table and SelectorKey lines, RLIMIT_NOFILE, FD_CLOEXEC), each replaced \
-                    by a Windows case on ioPort, handles, waits, CustomOverlapped and \
-                    HANDLE_FLAG_INHERIT; tests/faults.cpp: its 3 cases on a batch of readiness \
-                    reports going stale when a callback closes and reuses a number (a failure of \
-                    readiness backends: IOCP reports completions of its own OVERLAPPEDs) and, inside \
-                    the 100 MiB case, the check that the send completes only near the end (an \
-                    overlapped WSASend hands the kernel all of it at once); \
-                    tests/faults_threads.cpp: the signal storm (Windows has no POSIX signals)
 WIN_SKIPPED  :=
 WINE         := WINEPREFIX=$(abspath $(BUILD))/wineprefix WINEDEBUG=-all WINEDLLOVERRIDES=mscoree,mshtml= \
                 /usr/lib/wine/wine64
@@ -196,8 +176,7 @@ $(WIN_TESTS): $(WIN_TEST_OBJ) $(LIB)
 	$(CXX) $(LDFLAGS) $(WIN_TEST_OBJ) $(LIB) $(LDLIBS) -o $@
 
 windows-run: $(WIN_TESTS)
-	@echo "test-windows: not built for Windows yet: $(or $(WIN_NOT_BUILT),none);" \
-	  'compiled out: $(WIN_COMPILED_OUT)'
+	@echo "test-windows: not built for Windows yet: $(or $(WIN_NOT_BUILT),none)"
 	timeout 600 env $(WINE) $(WIN_TESTS) $(if $(WIN_SKIPPED),--test-case-exclude="$(WIN_SKIPPED)")
 
 # The examples run for real: each is started, used or signalled, and must exit 0 in seconds.

@@ -107,6 +107,9 @@ std::string kernelHandle(const PDispatcher& p) {
 } // namespace
 
 #if defined(_WIN32)
+[[maybe_unused]] const bool skeletonCaseOut = testsupport::compiledOut(
+    "tests/dump.cpp: \"dumpDispatcher: prints the drawing's skeleton for an empty dispatcher\"",
+    "the IOCP dispatcher has no selector: a Windows case checks Nim's Windows skeleton instead");
 TEST_CASE("dumpDispatcher: prints Nim's Windows skeleton for an empty dispatcher (Windows)") {
   const PDispatcher p = newDispatcher();
   const std::string text = dump(p);
@@ -125,6 +128,10 @@ TEST_CASE("dumpDispatcher: prints Nim's Windows skeleton for an empty dispatcher
   checkDispatcherEmpty();
 }
 #else
+[[maybe_unused]] const bool windowsSkeletonCaseOut = testsupport::compiledOut(
+    "tests/dump.cpp: \"dumpDispatcher: prints Nim's Windows skeleton for an empty dispatcher "
+    "(Windows)\"",
+    "the IOCP dispatcher's ioPort and handles; the selector's skeleton is checked here instead");
 TEST_CASE("dumpDispatcher: prints the drawing's skeleton for an empty dispatcher") {
   const PDispatcher p = newDispatcher();
   const std::string text = dump(p);
@@ -165,6 +172,11 @@ TEST_CASE("dumpDispatcher: prints the dispatcher it is given, by default the glo
 }
 
 #if defined(_WIN32)
+[[maybe_unused]] const bool keyLineCasesOut =
+    testsupport::compiledOut("tests/dump.cpp: the 2 cases on a waiting descriptor's SelectorKey "
+                             "line ({Read}, {Read, Write})",
+                             "the IOCP dispatcher has no selector: 3 Windows cases show operations "
+                             "in flight and waits instead");
 TEST_CASE("dumpDispatcher: a handle with a recv in flight shows it by name until it completes "
           "(Windows)") {
   auto [client, server] = connectedPair();
@@ -258,6 +270,10 @@ TEST_CASE("dumpDispatcher: lists the waits of addTimer, addEvent, addProcess, ad
   checkDispatcherEmpty();
 }
 #else
+[[maybe_unused]] const bool inFlightCasesOut = testsupport::compiledOut(
+    "tests/dump.cpp: the 3 Windows cases on operations in flight and the waits of addTimer, "
+    "addEvent, addProcess, addRead and addWrite",
+    "the IOCP dispatcher's handles and waits; the selector's key lines are checked here instead");
 TEST_CASE("dumpDispatcher: a descriptor with a waiting recv shows events {Read} and readCBs: 1") {
   auto [client, server] = connectedPair();
   std::string line = keyLine(dump(), server);
@@ -346,6 +362,11 @@ TEST_CASE("dumpDispatcher: shows how many callbacks are queued") {
 }
 
 #if defined(_WIN32)
+[[maybe_unused]] const bool listenerCaseOut =
+    testsupport::compiledOut("tests/dump.cpp: \"dumpDispatcher: follows a listening socket through "
+                             "register, accept and close\"",
+                             "its SelectorKey lines are the selector's: a Windows case follows the "
+                             "socket in handles instead");
 TEST_CASE("dumpDispatcher: follows a listening socket through register, accept and close "
           "(Windows)") {
   const std::string before = dump();
@@ -378,6 +399,10 @@ TEST_CASE("dumpDispatcher: follows a listening socket through register, accept a
   checkDispatcherEmpty();
 }
 #else
+[[maybe_unused]] const bool windowsListenerCaseOut = testsupport::compiledOut(
+    "tests/dump.cpp: \"dumpDispatcher: follows a listening socket through register, accept and "
+    "close (Windows)\"",
+    "it follows the IOCP dispatcher's handles; the case here follows the selector's fds table");
 TEST_CASE("dumpDispatcher: follows a listening socket through register, accept and close") {
   const std::string before = dump();
   const AsyncFD fd = createAsyncNativeSocket();

@@ -277,6 +277,9 @@ TEST_CASE("getGlobalDispatcher: each thread has its own dispatcher") {
 }
 
 #if defined(_WIN32)
+[[maybe_unused]] const bool selectorCaseOut = testsupport::compiledOut(
+    "tests/loop.cpp: \"getIoHandler: returns the dispatcher's selector\"",
+    "the IOCP dispatcher has no selector: a Windows case checks its completion port instead");
 TEST_CASE("getGlobalDispatcher: a thread's recycled blocks go back to the heap when it exits "
           "(Windows: MinGW frees a thread's thread_locals before their destructors run)") {
   // Each thread fills its free lists (64 blocks in each of 16 sizes, about half a megabyte), then
@@ -356,6 +359,10 @@ TEST_CASE("getIoHandler: returns the dispatcher's completion port (Windows)") {
   checkDispatcherEmpty();
 }
 #else
+[[maybe_unused]] const bool windowsLoopCasesOut = testsupport::compiledOut(
+    "tests/loop.cpp: the 3 Windows cases (a thread's recycled blocks under MinGW, a dispatcher "
+    "destroyed with overlapped calls in flight, getIoHandler's completion port)",
+    "they test the IOCP dispatcher and MinGW's thread_locals");
 TEST_CASE("getIoHandler: returns the dispatcher's selector") {
   PDispatcher p = getGlobalDispatcher();
   CHECK(&getIoHandler(p) == &p->selector);

@@ -1,8 +1,17 @@
-// The test runner: doctest's own main. Each tests/<component>.cpp registers its cases. On Windows,
-// which has no fork(), the same executable is also the child process of the addProcess tests
+// The test runner: doctest's own main. Each tests/<component>.cpp registers its cases. Before
+// doctest runs, the cases this platform's build leaves out are printed with their reasons, which
+// the test files give where they compile them out (testsupport::compiledOut). On Windows, which
+// has no fork(), the same executable is also the child process of the addProcess tests
 // (tests/processes.cpp starts it with the arguments below), recognised before doctest runs.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "support.hpp"
 
 #if defined(_WIN32)
 #include <windows.h>
@@ -42,11 +51,24 @@ int runAsChild(int, char**) {
 }
 #endif
 
+// "compiled out here: <what>: <why>", one line each, ordered by file whatever the link order
+// (each `what` starts with its file), and within a file in the order of its sites.
+void printCompiledOut() {
+  std::vector<testsupport::CompiledOut> list = testsupport::compiledOutList();
+  const auto file = [](const std::string& what) { return what.substr(0, what.find(':')); };
+  std::stable_sort(list.begin(), list.end(),
+                   [&](const auto& a, const auto& b) { return file(a.what) < file(b.what); });
+  for (const testsupport::CompiledOut& out : list)
+    std::printf("compiled out here: %s: %s\n", out.what.c_str(), out.why.c_str());
+  std::fflush(stdout);
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   const int childCode = runAsChild(argc, argv);
   if (childCode >= 0) return childCode;
+  printCompiledOut();
   doctest::Context context(argc, argv);
   return context.run();
 }

@@ -25,6 +25,10 @@ using namespace asyncdispatch;
 using namespace testsupport;
 
 #if defined(_WIN32)
+[[maybe_unused]] const bool forkCasesOut = testsupport::compiledOut(
+    "tests/processes.cpp: the 8 addProcess cases on fork, waitpid, pidfd and SIGCHLD",
+    "Windows has no fork(): each has a Windows counterpart that starts tests.exe itself as the "
+    "child");
 namespace {
 
 // A named event whose setting releases the children waiting on it, so they exit when the test
@@ -290,6 +294,9 @@ TEST_CASE("addProcess: no handle outlives its key, with timers and events alongs
 }
 
 #else // fork(), waitpid, pidfd and SIGCHLD: Windows has its counterparts of these cases above
+[[maybe_unused]] const bool createProcessCasesOut = testsupport::compiledOut(
+    "tests/processes.cpp: the 8 Windows addProcess cases (children started with CreateProcess)",
+    "the 8 cases here fork their children instead");
 namespace {
 
 // A pipe whose closing releases the children waiting on it, so they exit when the test says.

@@ -399,6 +399,11 @@ TEST_CASE("hasPendingOperations: a registered socket with nothing waiting is not
 }
 
 #if defined(_WIN32)
+[[maybe_unused]] const bool rlimitCasesOut = testsupport::compiledOut(
+    "tests/registry.cpp: \"maxDescriptors: is the RLIMIT_NOFILE soft limit minus one\" and "
+    "\"setInheritable: clears and sets close-on-exec\"",
+    "Windows has no RLIMIT_NOFILE nor FD_CLOEXEC: 2 Windows cases check 16,700,000 (as in Nim) and "
+    "HANDLE_FLAG_INHERIT instead");
 TEST_CASE("maxDescriptors: is 16,700,000 on Windows, as in Nim") {
   CHECK(maxDescriptors() == 16'700'000);
   checkDispatcherEmpty();
@@ -421,6 +426,10 @@ TEST_CASE("setInheritable: sets and clears HANDLE_FLAG_INHERIT (Windows' close-o
   checkDispatcherEmpty();
 }
 #else
+[[maybe_unused]] const bool windowsLimitCasesOut = testsupport::compiledOut(
+    "tests/registry.cpp: \"maxDescriptors: is 16,700,000 on Windows, as in Nim\" and "
+    "\"setInheritable: sets and clears HANDLE_FLAG_INHERIT (Windows' close-on-exec)\"",
+    "Windows' limit and handle flag; the cases here check RLIMIT_NOFILE and FD_CLOEXEC instead");
 TEST_CASE("maxDescriptors: is the RLIMIT_NOFILE soft limit minus one") {
   RlimitGuard guard;
   CHECK(maxDescriptors() == expectedMaxDescriptors());
@@ -544,6 +553,10 @@ TEST_CASE("closeSocket: a pending send fails once with EBADF, naming send and \"
 }
 
 #if defined(_WIN32)
+[[maybe_unused]] const bool selectorTableCasesOut = testsupport::compiledOut(
+    "tests/registry.cpp: the 2 getIoHandler cases on the selector and its fds table",
+    "the IOCP dispatcher has no selector: 2 Windows cases check its completion port and Nim's "
+    "Windows layout (ioPort, handles, CustomOverlapped) instead");
 TEST_CASE("getIoHandler: gives the dispatcher's own completion port (Windows)") {
   const PDispatcher p = getGlobalDispatcher();
   CHECK(getIoHandler(p) == p->ioPort);
@@ -598,6 +611,10 @@ TEST_CASE("getIoHandler: the dispatcher mirrors Nim's Windows layout while a rec
   checkDispatcherEmpty();
 }
 #else
+[[maybe_unused]] const bool completionPortCasesOut = testsupport::compiledOut(
+    "tests/registry.cpp: the 2 Windows getIoHandler cases (the completion port, Nim's Windows "
+    "layout)",
+    "the IOCP dispatcher's; the 2 cases here check the selector and its fds table instead");
 TEST_CASE("getIoHandler: gives the dispatcher's own selector") {
   const PDispatcher p = getGlobalDispatcher();
   CHECK(&getIoHandler(p) == &p->selector);

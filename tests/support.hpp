@@ -1,6 +1,7 @@
-// What every test file shares: the end-of-test emptiness check, a bounded waitFor, TCP fixtures
-// on 127.0.0.1 built from the library's own calls, and the checks of a reset or broken
-// connection (closeWithReset, isReset, isBrokenConnection, SigpipeBlocked).
+// What every test file shares: the list of cases compiled out on this platform (compiledOut), the
+// end-of-test emptiness check, a bounded waitFor, TCP fixtures on 127.0.0.1 built from the
+// library's own calls, and the checks of a reset or broken connection (closeWithReset, isReset,
+// isBrokenConnection, SigpipeBlocked).
 #pragma once
 
 #include <doctest/doctest.h>
@@ -33,6 +34,26 @@
 namespace testsupport {
 
 using namespace asyncdispatch;
+
+// What this build leaves out, and why: each `#if` in tests/*.cpp that removes TEST_CASEs on one
+// platform carries, in the branch taken when they are not built, one line at namespace scope
+//   [[maybe_unused]] const bool peekOut = testsupport::compiledOut("tests/x.cpp: ...", "why");
+// so the reason lives beside the cases, and tests/main.cpp prints the list before doctest runs
+// ("compiled out here: <what>: <why>"). Returns true, for the variable that runs the call.
+struct CompiledOut {
+  std::string what;
+  std::string why;
+};
+
+inline std::vector<CompiledOut>& compiledOutList() {
+  static std::vector<CompiledOut> list; // filled while the test files' globals are initialised
+  return list;
+}
+
+inline bool compiledOut(const char* what, const char* why) {
+  compiledOutList().push_back(CompiledOut{what, why});
+  return true;
+}
 
 // How many descriptors the selector holds, armed or not.
 inline int registeredDescriptors(const PDispatcher& p) {
