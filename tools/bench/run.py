@@ -391,8 +391,13 @@ def main():
     """Runs what can run, reports what could not, and fails only when nothing ran."""
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--quick", action="store_true", help="one case, short runs (~2 min)")
-    quick = args.parse_args().quick
+    args.add_argument("--case", action="append", default=[], metavar="CONNSxBYTES",
+                      help="only this echo case, e.g. 1000x64 (repeatable; with --quick's runs)")
+    parsed = args.parse_args()
+    quick = parsed.quick or bool(parsed.case)
     cfg, mode = (QUICK, "quick") if quick else (FULL, "full")
+    if parsed.case:
+        cfg = dict(cfg, cases=[tuple(int(n) for n in c.split("x")) for c in parsed.case])
     deadline = time.monotonic() + cfg["budget"]
     os.makedirs(f"{OUT}/logs", exist_ok=True)
     env = environment()
