@@ -283,7 +283,10 @@ check:
 	$(MAKE) valgrind
 	$(MAKE) fuzz
 	$(MAKE) WERROR=-Werror soak
+	$(MAKE) test-poll
+	$(MAKE) asan-poll
 	$(MAKE) WERROR=-Werror test-windows
+	$(MAKE) cross-check
 
 SOURCES := $(shell find include src platform tests tools -name '*.cpp' -o -name '*.hpp' 2>/dev/null)
 format:
