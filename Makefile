@@ -26,9 +26,11 @@
 #                     (tools/install.sh windows installs MinGW-w64 and Wine when root)
 #
 #   make test-poll    the suite on the poll(2) backend, natively (build/poll)
+#   make test-kqueue  the suite on the kqueue backend over the emulator in tests/emu/kqueue
+#                     (build/kqueue); make emu-kqueue runs the emulator's self-test
 #   make asan-poll    the same under ASan+UBSan (build/asan-poll)
 #
-# BACKEND=epoll|poll|iocp|stub picks the backend (default: the host's; another one builds into
+# BACKEND=epoll|kqueue|poll|iocp|stub picks the backend (default: the host's; another one builds into
 # build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
 
 CXX      ?= g++
@@ -53,6 +55,14 @@ POSIX_SRC := platform/posix/family.cpp platform/posix/net.cpp platform/posix/eve
 
 ifeq ($(BACKEND),epoll)
 PLATFORM_SRC := platform/linux/selector.cpp platform/linux/kernel_objects.cpp $(POSIX_SRC)
+else ifeq ($(BACKEND),kqueue)
+PLATFORM_SRC := platform/bsd/selector.cpp $(POSIX_SRC)
+ifeq ($(UNAME),Linux)
+# No kqueue here: the emulator over epoll (tests/emu/kqueue) goes into the same archive, and its
+# <sys/event.h> comes first, so a program links the one library as on a BSD.
+PLATFORM_SRC += tests/emu/kqueue/kqueue.cpp
+CXXFLAGS     += -Itests/emu/kqueue
+endif
 else ifeq ($(BACKEND),poll)
 PLATFORM_SRC := platform/poll/selector.cpp $(POSIX_SRC)
 else ifeq ($(BACKEND),stub)
@@ -81,7 +91,7 @@ TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server $(BUILD)/bin/reuseport_ec
 HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
 DOCTEST  := /usr/include/doctest/doctest.h
 
-.PHONY: all run test test-run test-nopidfd test-poll asan-poll test-windows windows-run examples-check asan clang \
+.PHONY: all run test test-run test-nopidfd test-poll asan-poll test-kqueue test-windows windows-run examples-check asan clang \
         headers stub check format format-check clean bench bench-quick bench-peers bench-bins \
         tsan valgrind fuzz soak
 .DEFAULT_GOAL := all
@@ -142,6 +152,14 @@ test-poll:
 asan-poll:
 	$(MAKE) BACKEND=poll BUILD=build/asan-poll OPT="-O1 -g" \
 	  SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" test
+
+# The kqueue backend: on Linux the whole suite against the emulator in tests/emu/kqueue, in its
+# own folder (build/kqueue); `make emu-kqueue` runs the emulator's own self-test.
+# KQUEUE_COMPILED_OUT names the cases that cannot apply, and why.
+KQUEUE_COMPILED_OUT := none
+test-kqueue:
+	@echo 'test-kqueue: compiled out: $(KQUEUE_COMPILED_OUT)'
+	$(MAKE) BACKEND=kqueue WERROR=-Werror test
 
 # The IOCP backend, cross-built and run under Wine with a private prefix inside build/iocp/ (the
 # first run there takes about 10 s to create it). Every test file is built for it but those not
@@ -306,3 +324,6 @@ bench-quick: bench-peers
 	python3 tools/bench/run.py --quick
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null) $(wildcard build/bench/*.d)
+
+# The emulators' own self-tests (emu-kqueue).
+include tests/emu/kqueue/emu.mk

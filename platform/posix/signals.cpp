@@ -19,6 +19,7 @@ namespace {
 struct SignalWatch {
   bool watched = false;
   bool blockedBefore = false;
+  bool blocks = true; // watchSignal blocked it
 };
 thread_local std::array<SignalWatch, NSIG> signalWatches;
 
@@ -72,22 +73,26 @@ void checkSignal(int signal, const std::string& at) {
   if (reservedByLibc(signal)) throw ValueError(at + ": reserved by the C library for its threads");
 }
 
-void watchSignal(int signal, const std::string& at) {
+void watchSignal(int signal, const std::string& at, bool block) {
   SignalWatch& watch = signalWatches[signal];
   if (watch.watched) throw ValueError(at + ": this thread already watches that signal");
+  if (!block) {
+    watch = SignalWatch{true, false, false};
+    return;
+  }
   sigset_t set;
   sigset_t old;
   sigemptyset(&set);
   sigaddset(&set, signal);
   if (const int error = pthread_sigmask(SIG_BLOCK, &set, &old); error != 0)
     throw OSError(error, at + ": pthread_sigmask");
-  watch = SignalWatch{true, sigismember(&old, signal) == 1};
+  watch = SignalWatch{true, sigismember(&old, signal) == 1, true};
 }
 
 void unwatchSignal(int signal) noexcept {
   SignalWatch& watch = signalWatches[signal];
   if (!watch.watched) return;
-  if (!watch.blockedBefore) {
+  if (watch.blocks && !watch.blockedBefore) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, signal);

@@ -38,8 +38,9 @@ namespace asyncdispatch {
 // Throws ValueError, prefixed with at, unless signal can be watched (see 3).
 void checkSignal(int signal, const std::string& at);
 
-// Blocks signal in this thread and records that the thread watches it (see 1 and 2).
-void watchSignal(int signal, const std::string& at);
+// Blocks signal in this thread and records that the thread watches it (see 1 and 2). A kernel
+// whose signal filter needs no mask (kqueue's EVFILT_SIGNAL) passes block = false: the record only.
+void watchSignal(int signal, const std::string& at, bool block = true);
 
 // Puts signal's mask bit back as it was before watchSignal; nothing if the thread does not
 // watch it.
