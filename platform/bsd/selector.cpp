@@ -347,6 +347,9 @@ void Selector<T>::unregister(SocketHandle fd) {
   slot.data = T{};
   slot.fd = InvalidIdent;
   slot.events = EventSet{};
+#ifdef EVFILT_USER
+  if (slot.event != nullptr) slot.event->kq.store(-1); // its triggers are kept from now (see 10)
+#endif
   slot.event = nullptr;
   const int param = std::exchange(slot.param, 0);
   // Nim's unregister closes what the selector made: here the reserved number (see 6).
@@ -421,9 +424,6 @@ void Selector<T>::unregister(SelectEvent& ev) {
   if (ev.getFd() < 0) throw ValueError("unregister: the event is closed");
   if (!contains(ev.getFd()) || !fds[ev.getFd()].events.contains(Event::User))
     throw ValueError(where("unregister", ev.getFd()) + ": event not registered");
-#ifdef EVFILT_USER
-  ev.kq.store(-1);
-#endif
   unregister(ev.getFd());
 }
 
