@@ -6,9 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
-#include <mutex>
 #include <string>
 #include <utility>
 
@@ -69,32 +67,6 @@ UniqueFd reserveNumber(const std::string& at) {
   UniqueFd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) throw OSError(errno, at + ": open /dev/null");
   return fd;
-}
-
-// SIG_IGN while any dispatcher in the process watches a signal, then what was there (see 8).
-struct Ignored {
-  int watchers = 0;
-  struct sigaction saved {};
-};
-std::mutex ignoredLock;
-std::array<Ignored, NSIG> ignoredSignals;
-
-void ignoreWhileWatched(int signal) noexcept {
-  if (signal == SIGCHLD) return;
-  const std::lock_guard lock(ignoredLock);
-  Ignored& entry = ignoredSignals[signal];
-  if (entry.watchers++ > 0) return;
-  struct sigaction ignore {};
-  ignore.sa_handler = SIG_IGN;
-  sigemptyset(&ignore.sa_mask);
-  sigaction(signal, &ignore, &entry.saved); // fails only for a number checkSignal refused
-}
-
-void restoreDisposition(int signal) noexcept {
-  if (signal == SIGCHLD) return;
-  const std::lock_guard lock(ignoredLock);
-  Ignored& entry = ignoredSignals[signal];
-  if (--entry.watchers == 0) sigaction(signal, &entry.saved, nullptr);
 }
 
 #ifndef EVFILT_USER

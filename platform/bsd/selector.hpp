@@ -28,8 +28,9 @@
 //     EV_ONESHOT; a oneshot timer that fired is deleted by the kernel and reported Finished.
 //  8. EVFILT_SIGNAL records a signal even when its disposition is SIG_IGN, and needs no blocking:
 //     while watched a signal is set to SIG_IGN (so its default action cannot end the process)
-//     and restored after the last watcher in the process, as libuv and Nim do. SIGCHLD is left
-//     alone: ignoring it would reap every child. The thread's table refuses a second watcher.
+//     and restored after the last watcher in the process (platform/posix/signals.hpp, 8), as
+//     libuv and Nim do. SIGCHLD is left alone: ignoring it would reap every child. The thread's
+//     table refuses a second watcher.
 //  9. EVFILT_PROC fires once with NOTE_EXIT and deletes itself. A child that exited before the
 //     registration is a zombie: FreeBSD fires at once, macOS may answer ESRCH, and then the key
 //     is reported Finished at the next selectInto (dueKeys). Nothing here reaps.

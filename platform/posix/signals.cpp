@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <mutex>
 #include <thread>
 
 #include "../../include/asyncdispatch/errors.hpp"
@@ -63,6 +64,14 @@ extern "C" void onSignal(int signal) {
   errno = savedErrno;
 }
 
+// The dispositions set aside by ignoreWhileWatched, process-wide (see 8).
+struct Ignored {
+  int watchers = 0;
+  struct sigaction saved {};
+};
+std::mutex ignoredLock;
+std::array<Ignored, NSIG> ignoredSignals;
+
 } // namespace
 
 void checkSignal(int signal, const std::string& at) {
@@ -99,6 +108,24 @@ void unwatchSignal(int signal) noexcept {
     pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
   }
   watch = SignalWatch{};
+}
+
+void ignoreWhileWatched(int signal) noexcept {
+  if (signal == SIGCHLD) return;
+  const std::lock_guard lock(ignoredLock);
+  Ignored& entry = ignoredSignals[signal];
+  if (entry.watchers++ > 0) return;
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  sigaction(signal, &ignore, &entry.saved); // fails only for a number checkSignal refuses
+}
+
+void restoreDisposition(int signal) noexcept {
+  if (signal == SIGCHLD) return;
+  const std::lock_guard lock(ignoredLock);
+  Ignored& entry = ignoredSignals[signal];
+  if (--entry.watchers == 0) sigaction(signal, &entry.saved, nullptr);
 }
 
 SignalPipe::~SignalPipe() {
