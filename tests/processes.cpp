@@ -503,7 +503,8 @@ TEST_CASE("addProcess: a pid that is not a child is refused, naming addProcess a
 }
 
 TEST_CASE("addProcess: the key is a pidfd, or an eventfd woken by SIGCHLD with "
-          "ASYNCDISPATCH_NO_PIDFD=1 (poll: a reserved descriptor woken by SIGCHLD)") {
+          "ASYNCDISPATCH_NO_PIDFD=1 (poll: a reserved descriptor woken by SIGCHLD; kqueue: "
+          "a reserved descriptor with EVFILT_PROC)") {
   Gate gate;
   const pid_t pid = spawn(0, &gate);
   bool called = false;
@@ -511,13 +512,21 @@ TEST_CASE("addProcess: the key is a pidfd, or an eventfd woken by SIGCHLD with "
   const int key = processKey();
   REQUIRE(key >= 0);
 #if defined(ASYNCDISPATCH_BACKEND_POLL)
-  const bool pollBackend = true; // no process filter: a descriptor reserved to name the key
+  const bool pollBackend = true;   // no process filter: a descriptor reserved to name the key
 #else
   const bool pollBackend = false;
+#endif
+#if defined(ASYNCDISPATCH_BACKEND_KQUEUE)
+  const bool kqueueBackend = true; // EVFILT_PROC, named by a reserved descriptor; no SIGCHLD
+#else
+  const bool kqueueBackend = false;
 #endif
   if (pollBackend) {
     CHECK(fileKind(key) == "/dev/null");
     CHECK(sigchldBlocked()); // until the last child waited for has exited
+  } else if (kqueueBackend) {
+    CHECK(fileKind(key) == "/dev/null");
+    CHECK_FALSE(sigchldBlocked());
   } else if (fallback()) {
     CHECK(fileKind(key) == "anon_inode:[eventfd]");
     CHECK(sigchldBlocked()); // until the last child waited for has exited

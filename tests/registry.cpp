@@ -652,6 +652,9 @@ TEST_CASE("getIoHandler: the selector's fds table mirrors Nim's drawing while a 
 #if defined(ASYNCDISPATCH_BACKEND_EPOLL)
   static_assert(std::is_same_v<decltype(Selector<PData>::epollFD), int>);
   static_assert(std::is_same_v<decltype(Selector<PData>::events), epoll_event[64]>);
+#elif defined(ASYNCDISPATCH_BACKEND_KQUEUE)
+  static_assert(std::is_same_v<decltype(Selector<PData>::kqFD), int>);
+  static_assert(std::is_same_v<decltype(Selector<PData>::events), struct kevent[64]>);
 #endif
 
   auto [client, server] = connectedPair();

@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <mutex>
 #include <thread>
 
 #include "../../include/asyncdispatch/errors.hpp"
@@ -19,6 +20,7 @@ namespace {
 struct SignalWatch {
   bool watched = false;
   bool blockedBefore = false;
+  bool blocks = true; // watchSignal blocked it
 };
 thread_local std::array<SignalWatch, NSIG> signalWatches;
 
@@ -62,6 +64,14 @@ extern "C" void onSignal(int signal) {
   errno = savedErrno;
 }
 
+// The dispositions set aside by ignoreWhileWatched, process-wide (see 8).
+struct Ignored {
+  int watchers = 0;
+  struct sigaction saved {};
+};
+std::mutex ignoredLock;
+std::array<Ignored, NSIG> ignoredSignals;
+
 } // namespace
 
 void checkSignal(int signal, const std::string& at) {
@@ -72,28 +82,50 @@ void checkSignal(int signal, const std::string& at) {
   if (reservedByLibc(signal)) throw ValueError(at + ": reserved by the C library for its threads");
 }
 
-void watchSignal(int signal, const std::string& at) {
+void watchSignal(int signal, const std::string& at, bool block) {
   SignalWatch& watch = signalWatches[signal];
   if (watch.watched) throw ValueError(at + ": this thread already watches that signal");
+  if (!block) {
+    watch = SignalWatch{true, false, false};
+    return;
+  }
   sigset_t set;
   sigset_t old;
   sigemptyset(&set);
   sigaddset(&set, signal);
   if (const int error = pthread_sigmask(SIG_BLOCK, &set, &old); error != 0)
     throw OSError(error, at + ": pthread_sigmask");
-  watch = SignalWatch{true, sigismember(&old, signal) == 1};
+  watch = SignalWatch{true, sigismember(&old, signal) == 1, true};
 }
 
 void unwatchSignal(int signal) noexcept {
   SignalWatch& watch = signalWatches[signal];
   if (!watch.watched) return;
-  if (!watch.blockedBefore) {
+  if (watch.blocks && !watch.blockedBefore) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, signal);
     pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
   }
   watch = SignalWatch{};
+}
+
+void ignoreWhileWatched(int signal) noexcept {
+  if (signal == SIGCHLD) return;
+  const std::lock_guard lock(ignoredLock);
+  Ignored& entry = ignoredSignals[signal];
+  if (entry.watchers++ > 0) return;
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  sigaction(signal, &ignore, &entry.saved); // fails only for a number checkSignal refuses
+}
+
+void restoreDisposition(int signal) noexcept {
+  if (signal == SIGCHLD) return;
+  const std::lock_guard lock(ignoredLock);
+  Ignored& entry = ignoredSignals[signal];
+  if (--entry.watchers == 0) sigaction(signal, &entry.saved, nullptr);
 }
 
 SignalPipe::~SignalPipe() {

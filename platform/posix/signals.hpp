@@ -25,6 +25,11 @@
 //     of its number.
 //  7. release restores the disposition the signal had before catch (SIG_IGN, SIG_DFL or the
 //     program's handler).
+//
+// For a kernel whose signal filter records a signal even under SIG_IGN (kqueue's EVFILT_SIGNAL):
+//  8. While any dispatcher in the process watches a signal its disposition is SIG_IGN, so that
+//     its default action cannot end the process; the last watcher puts back what was there.
+//     SIGCHLD is left alone: ignoring it would make the kernel reap every child.
 #pragma once
 
 #include <signal.h>
@@ -38,12 +43,17 @@ namespace asyncdispatch {
 // Throws ValueError, prefixed with at, unless signal can be watched (see 3).
 void checkSignal(int signal, const std::string& at);
 
-// Blocks signal in this thread and records that the thread watches it (see 1 and 2).
-void watchSignal(int signal, const std::string& at);
+// Blocks signal in this thread and records that the thread watches it (see 1 and 2). A kernel
+// whose signal filter needs no mask (kqueue's EVFILT_SIGNAL) passes block = false: the record only.
+void watchSignal(int signal, const std::string& at, bool block = true);
 
 // Puts signal's mask bit back as it was before watchSignal; nothing if the thread does not
 // watch it.
 void unwatchSignal(int signal) noexcept;
+
+// See 8: counted per signal, process-wide; call restoreDisposition once per ignoreWhileWatched.
+void ignoreWhileWatched(int signal) noexcept;
+void restoreDisposition(int signal) noexcept;
 
 // A self-pipe that the signals it catches write to; the selector polls readFd().
 class SignalPipe {
