@@ -24,21 +24,6 @@ short toPollEvents(EventSet events) {
   return mask;
 }
 
-// Empties a user event's pipe (see 9). False when it was empty: another dispatcher watching the
-// same event read it first.
-bool drainPipe(int fd) {
-  char bytes[64];
-  bool any = false;
-  for (;;) {
-    const ssize_t n = ::read(fd, bytes, sizeof bytes);
-    if (n > 0) {
-      any = true;
-    } else if (n == 0 || errno != EINTR) {
-      return any; // EAGAIN: empty
-    }
-  }
-}
-
 } // namespace
 
 template <class T>
@@ -194,6 +179,7 @@ void Selector<T>::collectDue(bool interrupted) {
       stopWatchingChildren();
     }
   }
+  if (timerKeys.empty()) return;
   const Clock::time_point now = Clock::now();
   std::erase_if(timerKeys, [&](TimerKey& timer) {
     if (timer.deadline > now) return false;
@@ -398,26 +384,24 @@ int Selector<T>::selectInto(int timeout, std::span<ReadyKey> results) {
     pollfd& entry = pollFDs[i];
     if (entry.revents == 0 || entry.fd < 0 || static_cast<int>(i) == signalIndex) continue;
     if (ready + 1 == capacity) scanFrom = i + 1; // the next call starts after it (see 10)
-    Slot& slot = fds[entry.fd];
-    const EventSet wanted = slot.events;
-    if (wanted.contains(Event::User)) {
-      if (drainPipe(entry.fd)) report(slot, wanted, 0);
+    const int fd = entry.fd;
+    const short revents = entry.revents;
+    Slot& slot = fds[fd];
+    // Closed behind our back: reported once, then silenced until unregistered (see 2).
+    if ((revents & POLLNVAL) != 0) entry.fd = ~fd;
+    if (slot.events.contains(Event::User)) {
+      if ((revents & POLLNVAL) == 0 && drainPipe(fd)) report(slot, slot.events, 0);
       continue;
     }
     EventSet events;
+    if ((revents & POLLIN) != 0 && slot.events.contains(Event::Read)) events.incl(Event::Read);
+    if ((revents & POLLOUT) != 0 && slot.events.contains(Event::Write)) events.incl(Event::Write);
+    // SO_ERROR is not read here: reading it clears it, and the operation that runs next
+    // (connect, recv, send) must see the error itself. A hang-up reads as a reset.
     int errorCode = 0;
-    if ((entry.revents & POLLIN) != 0 && wanted.contains(Event::Read)) events.incl(Event::Read);
-    if ((entry.revents & POLLOUT) != 0 && wanted.contains(Event::Write)) events.incl(Event::Write);
-    if ((entry.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) {
-      // SO_ERROR is not read here: reading it clears it, and the operation that runs next
-      // (connect, recv, send) must see the error itself. A hang-up reads as a reset.
-      events.incl(Event::Error);
-      errorCode = (entry.revents & POLLHUP) != 0 ? ECONNRESET : 0;
-    }
-    if ((entry.revents & POLLNVAL) != 0) {
-      errorCode = EBADF;
-      entry.fd = ~entry.fd; // closed behind our back: silenced until unregistered (see 2)
-    }
+    if ((revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) events.incl(Event::Error);
+    if ((revents & POLLHUP) != 0) errorCode = ECONNRESET;
+    if ((revents & POLLNVAL) != 0) errorCode = EBADF;
     if (!events.empty()) report(slot, events, errorCode);
   }
   return ready;

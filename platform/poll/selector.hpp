@@ -9,8 +9,9 @@
 //     is never rebuilt, and a pass in the steady state makes no change to it at all.
 //  2. POLLHUP, POLLERR and POLLNVAL are reported whatever `events` asks for. So a descriptor with
 //     nothing armed is not in pollFDs (a hang-up nobody reads cannot spin the loop), and one that
-//     reports POLLNVAL (closed behind the selector's back) leaves pollFDs when it is reported
-//     once as an Error: it returns only when its interest changes.
+//     reports POLLNVAL (closed behind the selector's back) is reported once as an Error (EBADF)
+//     and its entry silenced, fd replaced by ~fd, which poll(2) ignores as any negative fd,
+//     until it is unregistered.
 //  3. A hang-up may come with unread data (POLLIN|POLLHUP): the key reports Read and Error, and
 //     the read callbacks drain the data before they see the end of stream.
 //  4. poll(2) takes whole milliseconds (the loop rounds up) and fails with EINTR when a signal

@@ -1,5 +1,5 @@
 // What every selector backend does with a descriptor: own it (UniqueFd, closed on every path that
-// does not hand it over), open a non-blocking close-on-exec pipe, and name it in an error.
+// does not hand it over), open and drain a non-blocking close-on-exec pipe, name it in an error.
 #pragma once
 
 #include <fcntl.h>
@@ -61,6 +61,21 @@ inline void openPipe(UniqueFd& readEnd, UniqueFd& writeEnd, const std::string& a
   }
   readEnd = std::move(r);
   writeEnd = std::move(w);
+}
+
+// Empties a non-blocking pipe. False when it was empty already (for a user event: another
+// dispatcher watching it read it first).
+inline bool drainPipe(int fd) noexcept {
+  char bytes[64];
+  bool any = false;
+  for (;;) {
+    const ssize_t n = ::read(fd, bytes, sizeof bytes);
+    if (n > 0) {
+      any = true;
+    } else if (n == 0 || errno != EINTR) {
+      return any; // EAGAIN: empty
+    }
+  }
 }
 
 } // namespace asyncdispatch

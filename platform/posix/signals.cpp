@@ -24,12 +24,12 @@ struct SignalWatch {
 };
 thread_local std::array<SignalWatch, NSIG> signalWatches;
 
-// The kernel's first real-time signal on Linux; glibc keeps it and the next for its threads and
-// starts SIGRTMIN above them (see 3). Elsewhere SIGRTMIN is at or below it, or absent.
-constexpr int kKernelRtMin = 32;
-
+// Between the kernel's first real-time signal (32 on Linux) and SIGRTMIN: glibc keeps 32 and 33
+// for its threads and starts SIGRTMIN above them (see 3). Without real-time signals (macOS)
+// there is nothing to keep.
 bool reservedByLibc(int signal) {
 #if defined(SIGRTMIN)
+  constexpr int kKernelRtMin = 32;
   return signal >= kKernelRtMin && signal < SIGRTMIN;
 #else
   (void)signal;
@@ -180,11 +180,7 @@ void SignalPipe::closePipe() noexcept {
 }
 
 void SignalPipe::drain() noexcept {
-  unsigned char bytes[64];
-  for (;;) {
-    const ssize_t n = ::read(readEnd.get(), bytes, sizeof bytes);
-    if (n <= 0 && !(n < 0 && errno == EINTR)) return; // EAGAIN: empty
-  }
+  drainPipe(readEnd.get());
 }
 
 bool SignalPipe::take(int signal) noexcept {

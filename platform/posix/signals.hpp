@@ -68,7 +68,8 @@ public:
   void catchSignal(int signal, const std::string& at);
   // Undoes catchSignal (see 7); closes the pipe after the last signal (see 6).
   void release(int signal) noexcept;
-  // Empties the pipe; returns whether signal arrived since the last take (see 5).
+  // Empties the pipe once it polls readable; then take says, per caught signal, whether it
+  // arrived since the last take (see 5).
   void drain() noexcept;
   bool take(int signal) noexcept;
 
