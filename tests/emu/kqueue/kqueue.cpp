@@ -18,8 +18,9 @@
 //     such entry was written, kevent() returns their count at once without collecting (FreeBSD
 //     kqueue_kevent). A change with filter 0 is skipped, as FreeBSD does. nevents == 0 returns
 //     after the changes; timeout NULL waits forever, {0, 0} polls; EINTR comes after the changes.
-//  3. Identity is (ident, filter): EV_ADD of an existing knote modifies udata, fflags and data
-//     (never EV_ONESHOT/EV_CLEAR/EV_DISPATCH, which stay as created) and does not enable a
+//  3. Identity is (ident, filter): any change to an existing knote (a NOTE_TRIGGER too) replaces
+//     its udata unless EV_KEEPUDATA (kern_event.c); EV_ADD of an existing knote modifies fflags and
+//     data (never EV_ONESHOT/EV_CLEAR/EV_DISPATCH, which stay as created) and does not enable a
 //     disabled knote (only EV_ENABLE does); EV_DELETE of a missing one is ENOENT. EV_ONESHOT
 //     deletes after delivery, EV_DISPATCH disables after delivery, EV_DISABLE keeps the filter
 //     running. Output flags are the creation flags minus the actions, plus EV_EOF.
@@ -78,9 +79,13 @@
 //  8. EV_ENABLE of an EV_CLEAR knote whose condition still holds reports it again (epoll re-polls
 //     on EPOLL_CTL_MOD/ADD); FreeBSD reports only if it became active while disabled.
 //  9. EV_RECEIPT with a full event list stops processing and returns the entries written
-//     (FreeBSD returns 0). EV_FORCEONESHOT and EV_KEEPUDATA are accepted and ignored.
+//     (FreeBSD returns 0). EV_FORCEONESHOT is accepted and ignored.
 // 10. A fork while another thread is inside kqueue()/kevent() can leave the child's copy of a
 //     mutex held. Timeouts are rounded up to whole milliseconds (epoll_wait), not capped at 24 h.
+//     In a forked child the kq number stays open (the parent's epoll, shared) though kevent() on
+//     it fails; FreeBSD does not copy it into the child at all.
+// 11. poll()/epoll on the kq descriptor itself sees kernel-backed readiness (descriptors, timers,
+//     processes, a pending wake-up) but not a USER or SIGNAL event still pending after a scan.
 #include <sys/event.h>
 
 #include <algorithm>

