@@ -59,7 +59,9 @@
 //  1. EVFILT_SIGNAL needs the signal BLOCKED for signalfd to see it: EV_ADD blocks it in the
 //     calling thread (the first watcher records whether it was blocked before), the last EV_DELETE
 //     or the drop of a closed kq puts the mask back, from whatever thread runs it. A signal sent to
-//     another thread that has it unblocked is not seen; children forked meanwhile inherit the
+//     another thread that has it unblocked is not seen, and a signal directed at one thread
+//     (raise, pthread_kill) is seen only by a kevent() running in that thread (signalfd reads
+//     the caller's own and the process's pending signals); children forked meanwhile inherit the
 //     blocked mask. Real kqueue needs no blocking and lets the handler/default action run first.
 //  2. signalfd coalesces a standard signal while pending: data counts deliveries read, which can
 //     be fewer than sent (BSD counts each). Two kqs watching one signal split its deliveries.
