@@ -9,7 +9,7 @@ EMU_CXX ?= g++
 EMU_SAN ?=
 EMU_KQ_COMMA := ,
 EMU_KQ_FLAGS := -std=c++20 -O2 -g -Wall -Wextra -Wpedantic -Werror -I$(EMU_KQ_DIR) \
-  $(if $(EMU_SAN),-fsanitize=$(EMU_SAN) -fno-omit-frame-pointer)
+  $(if $(EMU_SAN),-fsanitize=$(EMU_SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer)
 EMU_KQ_OUT := build/emu/kqueue$(if $(EMU_SAN),-$(subst $(EMU_KQ_COMMA),-,$(EMU_SAN)))$(if \
   $(filter-out g++,$(EMU_CXX)),-$(notdir $(EMU_CXX)))
 

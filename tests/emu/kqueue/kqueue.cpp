@@ -578,8 +578,9 @@ void delivered(Kqueue& q, Knote* k) {
   }
 }
 
-bool reportFd(Kqueue& q, const epoll_event& ev, struct kevent& out) {
-  auto it = q.byId.find(ev.data.u64);
+// epoll_event is packed on x86-64: its fields are copied out, never bound to a reference.
+bool reportFd(Kqueue& q, uint64_t id, uint32_t events, struct kevent& out) {
+  auto it = q.byId.find(id);
   if (it == q.byId.end() || !it->second->enabled) return false;
   Knote* k = it->second;
   const int fd = static_cast<int>(k->ident);
@@ -592,12 +593,12 @@ bool reportFd(Kqueue& q, const epoll_event& ev, struct kevent& out) {
   out.fflags = 0;
   if (k->filter == EVFILT_READ) {
     out.data = readable(fd, st);
-    if (ev.events & (EPOLLRDHUP | EPOLLHUP)) out.flags |= EV_EOF;
+    if (events & (EPOLLRDHUP | EPOLLHUP)) out.flags |= EV_EOF;
   } else {
     out.data = writable(fd, st);
-    if (ev.events & (EPOLLHUP | EPOLLERR)) out.flags |= EV_EOF;
+    if (events & (EPOLLHUP | EPOLLERR)) out.flags |= EV_EOF;
   }
-  if (S_ISSOCK(st.st_mode)) out.fflags = socketError(fd, ev.events);
+  if (S_ISSOCK(st.st_mode)) out.fflags = socketError(fd, events);
   if (!(k->flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH))) arm(q, *k); // level: re-arm (item 4)
   delivered(q, k);
   return true;
@@ -677,7 +678,7 @@ int collect(Kqueue& q, const epoll_event* ready, int nready, struct kevent* out,
       const int got =
           epoll_wait(tag == kReadsTag ? q.readsFd : q.writesFd, items, std::min(room - n, 64), 0);
       for (int j = 0; j < got; ++j)
-        n += reportFd(q, items[j], out[n]) ? 1 : 0;
+        n += reportFd(q, items[j].data.u64, items[j].events, out[n]) ? 1 : 0;
     } else {
       n += reportOwned(q, tag, out[n]) ? 1 : 0;
     }
