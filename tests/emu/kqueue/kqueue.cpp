@@ -18,8 +18,9 @@
 //     such entry was written, kevent() returns their count at once without collecting (FreeBSD
 //     kqueue_kevent). A change with filter 0 is skipped, as FreeBSD does. nevents == 0 returns
 //     after the changes; timeout NULL waits forever, {0, 0} polls; EINTR comes after the changes.
-//  3. Identity is (ident, filter): EV_ADD of an existing knote modifies udata, fflags and data
-//     (never EV_ONESHOT/EV_CLEAR/EV_DISPATCH, which stay as created) and does not enable a
+//  3. Identity is (ident, filter): any change to an existing knote (a NOTE_TRIGGER too) replaces
+//     its udata unless EV_KEEPUDATA (kern_event.c); EV_ADD of an existing knote modifies fflags and
+//     data (never EV_ONESHOT/EV_CLEAR/EV_DISPATCH, which stay as created) and does not enable a
 //     disabled knote (only EV_ENABLE does); EV_DELETE of a missing one is ENOENT. EV_ONESHOT
 //     deletes after delivery, EV_DISPATCH disables after delivery, EV_DISABLE keeps the filter
 //     running. Output flags are the creation flags minus the actions, plus EV_EOF.
@@ -58,7 +59,9 @@
 //  1. EVFILT_SIGNAL needs the signal BLOCKED for signalfd to see it: EV_ADD blocks it in the
 //     calling thread (the first watcher records whether it was blocked before), the last EV_DELETE
 //     or the drop of a closed kq puts the mask back, from whatever thread runs it. A signal sent to
-//     another thread that has it unblocked is not seen; children forked meanwhile inherit the
+//     another thread that has it unblocked is not seen, and a signal directed at one thread
+//     (raise, pthread_kill) is seen only by a kevent() running in that thread (signalfd reads
+//     the caller's own and the process's pending signals); children forked meanwhile inherit the
 //     blocked mask. Real kqueue needs no blocking and lets the handler/default action run first.
 //  2. signalfd coalesces a standard signal while pending: data counts deliveries read, which can
 //     be fewer than sent (BSD counts each). Two kqs watching one signal split its deliveries.
@@ -78,9 +81,13 @@
 //  8. EV_ENABLE of an EV_CLEAR knote whose condition still holds reports it again (epoll re-polls
 //     on EPOLL_CTL_MOD/ADD); FreeBSD reports only if it became active while disabled.
 //  9. EV_RECEIPT with a full event list stops processing and returns the entries written
-//     (FreeBSD returns 0). EV_FORCEONESHOT and EV_KEEPUDATA are accepted and ignored.
+//     (FreeBSD returns 0). EV_FORCEONESHOT is accepted and ignored.
 // 10. A fork while another thread is inside kqueue()/kevent() can leave the child's copy of a
 //     mutex held. Timeouts are rounded up to whole milliseconds (epoll_wait), not capped at 24 h.
+//     In a forked child the kq number stays open (the parent's epoll, shared) though kevent() on
+//     it fails; FreeBSD does not copy it into the child at all.
+// 11. poll()/epoll on the kq descriptor itself sees kernel-backed readiness (descriptors, timers,
+//     processes, a pending wake-up) but not a USER or SIGNAL event still pending after a scan.
 #include <sys/event.h>
 
 #include <algorithm>
@@ -571,8 +578,9 @@ void delivered(Kqueue& q, Knote* k) {
   }
 }
 
-bool reportFd(Kqueue& q, const epoll_event& ev, struct kevent& out) {
-  auto it = q.byId.find(ev.data.u64);
+// epoll_event is packed on x86-64: its fields are copied out, never bound to a reference.
+bool reportFd(Kqueue& q, uint64_t id, uint32_t events, struct kevent& out) {
+  auto it = q.byId.find(id);
   if (it == q.byId.end() || !it->second->enabled) return false;
   Knote* k = it->second;
   const int fd = static_cast<int>(k->ident);
@@ -585,12 +593,12 @@ bool reportFd(Kqueue& q, const epoll_event& ev, struct kevent& out) {
   out.fflags = 0;
   if (k->filter == EVFILT_READ) {
     out.data = readable(fd, st);
-    if (ev.events & (EPOLLRDHUP | EPOLLHUP)) out.flags |= EV_EOF;
+    if (events & (EPOLLRDHUP | EPOLLHUP)) out.flags |= EV_EOF;
   } else {
     out.data = writable(fd, st);
-    if (ev.events & (EPOLLHUP | EPOLLERR)) out.flags |= EV_EOF;
+    if (events & (EPOLLHUP | EPOLLERR)) out.flags |= EV_EOF;
   }
-  if (S_ISSOCK(st.st_mode)) out.fflags = socketError(fd, ev.events);
+  if (S_ISSOCK(st.st_mode)) out.fflags = socketError(fd, events);
   if (!(k->flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH))) arm(q, *k); // level: re-arm (item 4)
   delivered(q, k);
   return true;
@@ -670,7 +678,7 @@ int collect(Kqueue& q, const epoll_event* ready, int nready, struct kevent* out,
       const int got =
           epoll_wait(tag == kReadsTag ? q.readsFd : q.writesFd, items, std::min(room - n, 64), 0);
       for (int j = 0; j < got; ++j)
-        n += reportFd(q, items[j], out[n]) ? 1 : 0;
+        n += reportFd(q, items[j].data.u64, items[j].events, out[n]) ? 1 : 0;
     } else {
       n += reportOwned(q, tag, out[n]) ? 1 : 0;
     }

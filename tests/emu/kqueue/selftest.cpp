@@ -11,6 +11,9 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
 #include <csignal>
 #include <cstring>
 #include <thread>
@@ -148,9 +151,63 @@ bool blocked(int sig) {
 
 int tag1, tag2; // addresses used as udata
 
+void onAlarm(int) {}
+
+// Interrupts a kevent() that waits with no timeout (SIGALRM, no SA_RESTART: EINTR) if it has not
+// returned within `ms`, so that a broken emulator fails a named check instead of hanging.
+struct Watchdog {
+  pthread_t target = pthread_self();
+  std::mutex mutex;
+  std::condition_variable done;
+  bool finished = false;
+  struct sigaction old {};
+  std::thread thread;
+  explicit Watchdog(int ms) {
+    struct sigaction act {};
+    act.sa_handler = onAlarm;
+    sigemptyset(&act.sa_mask);
+    sigaction(SIGALRM, &act, &old);
+    thread = std::thread([this, ms] {
+      std::unique_lock<std::mutex> lock(mutex);
+      if (!done.wait_for(lock, std::chrono::milliseconds(ms), [this] { return finished; }))
+        pthread_kill(target, SIGALRM);
+    });
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      finished = true;
+    }
+    done.notify_one();
+    thread.join();
+    sigaction(SIGALRM, &old, nullptr);
+  }
+};
+
+// fork() with stdio flushed, so that a child does not print the parent's buffered output again.
+pid_t forkChild() {
+  fflush(nullptr);
+  return fork();
+}
+
 } // namespace
 
 // ---- kevent() call semantics (§A2) --------------------------------------------------------------
+
+// First: every other case registers with nevents 0 and no timeout, so if this is broken the
+// rest hang (and the harness's timeout ends them) after this one has failed by name.
+TEST_CASE("kevent: nevents 0 returns at once after applying the changes, whatever the timeout") {
+  Kq kq;
+  const struct kevent add = make(1, EVFILT_USER, EV_ADD);
+  const timespec second{1, 0};
+  const auto start = Clock::now();
+  CHECK(kevent(kq.fd, &add, 1, nullptr, 0, &second) == 0);
+  CHECK(kevent(kq.fd, nullptr, 0, nullptr, 0, &second) == 0);
+  CHECK(Clock::now() - start < std::chrono::milliseconds(500));
+  CHECK(change(kq.fd, 1, EVFILT_USER, EV_DELETE) == 0);
+}
 
 TEST_CASE("kevent: all changes are applied before any event is collected") {
   Kq kq;
@@ -202,8 +259,9 @@ TEST_CASE("kevent: an error in a change with no room in the event list returns -
   struct kevent changes[3] = {make(1, EVFILT_USER, EV_ENABLE), make(2, EVFILT_USER, EV_ENABLE),
                               make(3, EVFILT_USER, EV_ADD)};
   struct kevent out[1];
+  const timespec limit{1, 0}; // a broken emulator waits instead of failing: bounded
   errno = 0;
-  CHECK(kevent(kq.fd, changes, 3, out, 1, nullptr) == -1);
+  CHECK(kevent(kq.fd, changes, 3, out, 1, &limit) == -1);
   CHECK(errno == ENOENT);
   CHECK(out[0].flags == EV_ERROR);
   CHECK(change(kq.fd, 3, EVFILT_USER, EV_DELETE) == -1);
@@ -216,7 +274,8 @@ TEST_CASE("kevent: EV_RECEIPT gives an EV_ERROR entry with data 0 for a successf
   struct kevent changes[2] = {make(1, EVFILT_USER, EV_ADD | EV_RECEIPT),
                               make(2, EVFILT_USER, EV_DELETE | EV_RECEIPT)};
   struct kevent out[8];
-  REQUIRE(kevent(kq.fd, changes, 2, out, 8, nullptr) == 2);
+  const timespec limit{1, 0};
+  REQUIRE(kevent(kq.fd, changes, 2, out, 8, &limit) == 2);
   CHECK(out[0].flags == EV_ERROR);
   CHECK(out[0].data == 0);
   CHECK(out[0].ident == 1u);
@@ -225,22 +284,11 @@ TEST_CASE("kevent: EV_RECEIPT gives an EV_ERROR entry with data 0 for a successf
   CHECK(wait(kq.fd).size() == 1); // the pending one is still there
 }
 
-TEST_CASE("kevent: nevents 0 returns at once after applying the changes, whatever the timeout") {
-  Kq kq;
-  const struct kevent add = make(1, EVFILT_USER, EV_ADD);
-  const timespec second{1, 0};
-  const auto start = Clock::now();
-  CHECK(kevent(kq.fd, &add, 1, nullptr, 0, &second) == 0);
-  CHECK(kevent(kq.fd, nullptr, 0, nullptr, 0, &second) == 0);
-  CHECK(Clock::now() - start < std::chrono::milliseconds(500));
-  CHECK(change(kq.fd, 1, EVFILT_USER, EV_DELETE) == 0);
-}
-
 TEST_CASE("kevent: a zero timeout polls and a timeout waits about that long") {
   Kq kq;
   auto start = Clock::now();
   CHECK(wait(kq.fd, 0).empty());
-  CHECK(Clock::now() - start < std::chrono::milliseconds(20));
+  CHECK(Clock::now() - start < std::chrono::milliseconds(200)); // loose: the machine may be busy
   start = Clock::now();
   CHECK(wait(kq.fd, 60).empty());
   const auto waited = Clock::now() - start;
@@ -258,14 +306,11 @@ TEST_CASE("kevent: a NULL timeout waits until an event comes") {
   REQUIRE(change(kq.fd, 1, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, 30) == 0);
   struct kevent out[2];
   const auto start = Clock::now();
+  Watchdog watchdog(3000);
   REQUIRE(kevent(kq.fd, nullptr, 0, out, 2, nullptr) == 1);
   CHECK(out[0].filter == EVFILT_TIMER);
   CHECK(Clock::now() - start >= std::chrono::milliseconds(25));
 }
-
-namespace {
-void onAlarm(int) {}
-} // namespace
 
 TEST_CASE("kevent: EINTR comes with the changes already applied") {
   Kq kq;
@@ -331,6 +376,10 @@ TEST_CASE("kevent: a descriptor that is not a kq gives EBADF, an unknown filter 
   CHECK(errno == EINVAL);
   CHECK(change(kq.fd, 999999, EVFILT_READ, EV_ADD) == -1); // not an open descriptor
   CHECK(errno == EBADF);
+  // A change with filter 0 is skipped (kern_event.c), not an error
+  struct kevent changes[2] = {make(1, 0, EV_ADD), make(1, EVFILT_USER, EV_ADD)};
+  CHECK(kevent(kq.fd, changes, 2, nullptr, 0, nullptr) == 0);
+  CHECK(change(kq.fd, 1, EVFILT_USER, EV_DELETE) == 0);
 }
 
 // ---- identity and flags (§A1, §A3) -------------------------------------------------------------
@@ -699,7 +748,7 @@ TEST_CASE("kevent: a registration does not survive close even when a dup keeps t
 TEST_CASE("kevent: a kq is not inherited by a forked child: kevent there fails with EBADF") {
   Kq kq;
   REQUIRE(change(kq.fd, 1, EVFILT_USER, EV_ADD, NOTE_TRIGGER) == 0);
-  const pid_t pid = fork();
+  const pid_t pid = forkChild();
   REQUIRE(pid >= 0);
   if (pid == 0) {
     struct kevent out[1];
@@ -751,7 +800,6 @@ TEST_CASE("EVFILT_TIMER: periodic, with data the expirations since the last retr
   events = wait(kq.fd, 200); // and it fires again
   REQUIRE(events.size() == 1);
   CHECK(events[0].data >= 1);
-  CHECK(events[0].data <= 2);
   CHECK(change(kq.fd, 1, EVFILT_TIMER, EV_DELETE) == 0);
 }
 
@@ -845,7 +893,7 @@ TEST_CASE("EVFILT_SIGNAL: SIGCHLD under SIG_IGN is not recorded (the child is re
   ignore.sa_handler = SIG_IGN;
   REQUIRE(sigaction(SIGCHLD, &ignore, &old) == 0);
   REQUIRE(change(kq.fd, SIGCHLD, EVFILT_SIGNAL, EV_ADD) == 0);
-  const pid_t pid = fork();
+  const pid_t pid = forkChild();
   REQUIRE(pid >= 0);
   if (pid == 0) _exit(0);
   CHECK(wait(kq.fd, 100).empty());
@@ -884,7 +932,7 @@ TEST_CASE("EVFILT_PROC: NOTE_EXIT reports a child's exit once, with its wait sta
   Kq kq;
   int gate[2];
   REQUIRE(pipe2(gate, O_CLOEXEC) == 0);
-  const pid_t pid = fork();
+  const pid_t pid = forkChild();
   REQUIRE(pid >= 0);
   if (pid == 0) {
     ::close(gate[1]);
@@ -915,7 +963,7 @@ TEST_CASE("EVFILT_PROC: NOTE_EXIT reports a child's exit once, with its wait sta
 TEST_CASE("EVFILT_PROC: a child that exited but is not reaped still exists and is reported at "
           "once; a killed one reports its signal") {
   Kq kq;
-  const pid_t pid = fork();
+  const pid_t pid = forkChild();
   REQUIRE(pid >= 0);
   if (pid == 0) pause();
   REQUIRE(kill(pid, SIGKILL) == 0);
@@ -931,7 +979,7 @@ TEST_CASE("EVFILT_PROC: a child that exited but is not reaped still exists and i
 
 TEST_CASE("EVFILT_PROC: a pid that does not exist is ESRCH") {
   Kq kq;
-  const pid_t pid = fork();
+  const pid_t pid = forkChild();
   REQUIRE(pid >= 0);
   if (pid == 0) _exit(0);
   REQUIRE(waitpid(pid, nullptr, 0) == pid);
@@ -950,6 +998,12 @@ TEST_CASE("EVFILT_USER: never fires by itself; NOTE_TRIGGER fires it with its ud
   REQUIRE(events.size() == 1);
   CHECK(events[0].ident == 42u);
   CHECK(events[0].udata == &tag1);
+  // Every change replaces udata, a trigger too (kern_event.c), unless EV_KEEPUDATA
+  REQUIRE(change(kq.fd, 42, EVFILT_USER, 0, NOTE_TRIGGER, 0, nullptr) == 0);
+  CHECK(wait(kq.fd).at(0).udata == nullptr);
+  REQUIRE(change(kq.fd, 42, EVFILT_USER, 0, NOTE_TRIGGER, 0, &tag2) == 0);
+  REQUIRE(change(kq.fd, 42, EVFILT_USER, EV_KEEPUDATA, NOTE_TRIGGER, 0, nullptr) == 0);
+  CHECK(wait(kq.fd).at(0).udata == &tag2);
   CHECK(change(kq.fd, 43, EVFILT_USER, 0, NOTE_TRIGGER) == -1); // no such registration
   CHECK(errno == ENOENT);
 }
@@ -1006,8 +1060,11 @@ TEST_CASE("EVFILT_USER: NOTE_TRIGGER from another thread wakes a kevent waiting 
   });
   struct kevent out[4];
   int n = 0;
-  while (n == 0)
-    n = kevent(kq.fd, nullptr, 0, out, 4, nullptr);
+  {
+    Watchdog watchdog(3000);
+    while (n == 0)
+      n = kevent(kq.fd, nullptr, 0, out, 4, nullptr);
+  }
   other.join();
   CHECK(triggers == 1);
   REQUIRE(n == 1);
