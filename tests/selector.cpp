@@ -61,6 +61,9 @@ namespace {
 // The descriptors open in this process, in order: /proc/self/fd where there is one, else every
 // number below the limit probed with fcntl.
 std::vector<int> openDescriptors() {
+#if defined(EMU_KQUEUE) // the kqueue emulator reclaims a closed kq lazily (tests/emu/kqueue)
+  emu_kqueue_collect();
+#endif
   std::vector<int> open;
   if (DIR* dir = ::opendir("/proc/self/fd")) {
     const int own = ::dirfd(dir);

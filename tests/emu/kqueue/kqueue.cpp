@@ -75,7 +75,8 @@
 //     passes the identity check: the old knote survives (BSD deletes it on close).
 //  6. The state of a closed kq (its private descriptors: 3 + signalfd + one per timer/process,
 //     and its blocked signals) is dropped lazily: at the next kqueue() (sweep) or kevent() on
-//     its number. Timers and processes cost one descriptor each (EMFILE when exhausted).
+//     its number, or when the program calls emu_kqueue_collect() (a test counting descriptors).
+//     Timers and processes cost one descriptor each (EMFILE when exhausted).
 //  7. EVFILT_PROC: NOTE_FORK/NOTE_EXEC/NOTE_TRACK never fire; a process reaped by the application
 //     before its event is collected reports data 0; for a non-child data is 0 (waitid cannot).
 //  8. EV_ENABLE of an EV_CLEAR knote whose condition still holds reports it again (epoll re-polls
@@ -221,6 +222,23 @@ bool stillOurs(const Kqueue& q, int fd) {
   mark.events = EPOLLIN;
   mark.data.u64 = kWakeTag;
   return epoll_ctl(fd, EPOLL_CTL_MOD, q.wakeFd, &mark) == 0;
+}
+
+// Takes the state of every kq whose descriptor was closed (or is `reused`, a number a new kq has
+// just been given) out of the table; the caller destroys it, which closes its private descriptors
+// and puts its signals' mask back (item 6).
+std::vector<std::shared_ptr<Kqueue>> sweep(int reused) {
+  std::vector<std::shared_ptr<Kqueue>> stale;
+  std::lock_guard<std::mutex> guard(table().mutex);
+  for (auto it = table().byFd.begin(); it != table().byFd.end();) {
+    if (it->first == reused || !stillOurs(*it->second, it->first)) {
+      stale.push_back(std::move(it->second));
+      it = table().byFd.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return stale;
 }
 
 std::shared_ptr<Kqueue> lookup(int fd) {
@@ -755,18 +773,14 @@ extern "C" int kqueue(void) {
     errno = error;
     return -1;
   }
-  std::vector<std::shared_ptr<Kqueue>> stale; // destroyed after the guard is released
+  std::vector<std::shared_ptr<Kqueue>> stale = sweep(q->epfd); // destroyed after the guard
   std::lock_guard<std::mutex> guard(table().mutex);
-  for (auto it = table().byFd.begin(); it != table().byFd.end();) {
-    if (it->first == q->epfd || !stillOurs(*it->second, it->first)) {
-      stale.push_back(std::move(it->second));
-      it = table().byFd.erase(it);
-    } else {
-      ++it;
-    }
-  }
   table().byFd[q->epfd] = q;
   return q->epfd;
+}
+
+extern "C" void emu_kqueue_collect(void) {
+  sweep(-1);
 }
 
 extern "C" int kevent(int kq, const struct kevent* changelist, int nchanges,

@@ -118,12 +118,18 @@ inline void EV_SET(struct kevent* kev, uintptr_t ident, short filter, unsigned s
   } while (0)
 #endif
 
+#define EMU_KQUEUE 1
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 int kqueue(void);
 int kevent(int kq, const struct kevent* changelist, int nchanges, struct kevent* eventlist,
            int nevents, const struct timespec* timeout);
+// The emulator's own, not the kernel's: the emulator cannot see close(kq), so what a closed kq
+// held (its private descriptors, its signals' mask) is reclaimed at the next kqueue() or here.
+// A test that counts the process's descriptors calls it first (EMU_KQUEUE says it exists).
+void emu_kqueue_collect(void);
 #ifdef __cplusplus
 }
 #endif
