@@ -447,7 +447,7 @@ def bench_page(env, cfg, servers, table, records):
            "The echo servers of this library, libuv, libev, libevent, standalone asio (C++20 "
            "coroutines), Nim's asyncdispatch (`-d:release -d:danger`) and a hand-written "
            "level-triggered epoll loop in C (the floor) run side by side, from Debian's "
-           "packages (`tools/bench/install-peers.sh`). In each case N connections each send an "
+           "packages, which `make bench` installs. In each case N connections each send an "
            "S-byte message and wait for all of it to come back (`tools/bench/loadgen.cpp`), "
            f"for {cfg['duration']} s after a {cfg['warmup']} s warm-up; the server runs on CPU 0 "
            "and the load generator on CPU 1; every server runs in turn, in an order rotated at "
