@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Runs the benchmark suite (`make bench`, `make bench-quick`) and writes build/bench/results.*.
+"""Runs the benchmark suite (`make bench`, `make bench-quick`) and writes build/bench/results.*;
+a full run also writes docs/bench.md and docs/bench/cpu_per_rt.svg.
 
 The echo servers are measured side by side: each case runs every server in turn, the order
 rotated each repetition so that drift on the machine hits all of them alike. The server is
@@ -24,6 +25,8 @@ import sys
 import time
 
 OUT = "build/bench"
+DOCS_PAGE = "docs/bench.md"
+DOCS_CHART = "docs/bench/cpu_per_rt.svg"
 LOADGEN = f"{OUT}/loadgen"
 SERVERS = {"floor": f"{OUT}/server_floor", "asyncdispatch": "build/bin/echo_server"}
 # The same echo server on the poll(2) backend: its cost grows with the descriptors it polls.
@@ -302,20 +305,9 @@ def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def markdown(env, cfg, servers, table, records, mode):
-    """The human-readable report."""
-    m, out = env["machine"], []
-    out += [f"# asyncdispatch benchmarks ({mode})", "",
-            f"- date: {env['date']}",
-            f"- machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}",
-            "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-            f"- echo runs: {cfg['warmup']} s warm-up + {cfg['duration']} s measured, "
-            f"{cfg['reps']} repetition(s), order rotated; server on CPU 0, load generator on CPU 1",
-            "- system calls per round trip come from one extra run under `strace -f -c`. strace "
-            "slows the server several times over, so its round trips/s and CPU mean nothing, but "
-            "the calls per round trip stay meaningful (epoll_wait's share shifts a little, as a "
-            "slower server finds more events per wait)",
-            ""]
+def result_tables(cfg, servers, table, records):
+    """The echo tables, one per case, and one table per bench program family."""
+    out = []
     for conns, size in cfg["cases"] if table else []:
         case = f"{conns}x{size}"
         floor = (table.get((case, "floor")) or {}).get("cpu_us_per_rt")
@@ -345,6 +337,140 @@ def markdown(env, cfg, servers, table, records, mode):
         for name in dict.fromkeys(r["name"] for r in mine):
             out.append(f"| {name} | " + " | ".join(cells.get((name, i), "-") for i in impls) + " |")
         out.append("")
+    return out
+
+
+def markdown(env, cfg, servers, table, records, mode):
+    """The human-readable report."""
+    m, out = env["machine"], []
+    out += [f"# asyncdispatch benchmarks ({mode})", "",
+            f"- date: {env['date']}",
+            f"- machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}",
+            "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+            f"- echo runs: {cfg['warmup']} s warm-up + {cfg['duration']} s measured, "
+            f"{cfg['reps']} repetition(s), order rotated; server on CPU 0, load generator on CPU 1",
+            "- system calls per round trip come from one extra run under `strace -f -c`. strace "
+            "slows the server several times over, so its round trips/s and CPU mean nothing, but "
+            "the calls per round trip stay meaningful (epoll_wait's share shifts a little, as a "
+            "slower server finds more events per wait)",
+            ""]
+    out += result_tables(cfg, servers, table, records)
+    if notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(out)
+
+
+def machine_class(env):
+    """'2-core VM (AMD EPYC ...)': what the figures were measured on, without the date."""
+    m = env["machine"]
+    with open("/proc/cpuinfo") as f:
+        virtual = any(l.startswith("flags") and " hypervisor" in l for l in f)
+    return f"{m['nproc']}-core {'VM' if virtual else 'machine'} ({m['cpu']}, Linux)"
+
+
+def figure(records, bench, name, impl):
+    """One bench program's figure, or None when that program did not report it."""
+    return next((r["value"] for r in records
+                 if (r.get("bench"), r.get("name"), r.get("impl")) == (bench, name, impl)), None)
+
+
+def targets(cfg, table, records):
+    """The targets the design sets, each as (target, this run, met?), from this run's figures."""
+    rows, me = [], "asyncdispatch"
+    cases = [f"{c}x{s}" for c, s in cfg["cases"]] if table else []
+
+    def echo(case, server, key):
+        return (table.get((case, server)) or {}).get(key)
+
+    def verdict(oks):
+        oks = [ok for ok in oks if ok is not None]
+        return "-" if not oks else "yes" if all(oks) else f"{sum(oks)} of {len(oks)}"
+
+    if cases:
+        ratios = [(echo(c, me, "cpu_us_per_rt"), echo(c, "floor", "cpu_us_per_rt")) for c in cases]
+        ratios = [a / b if a is not None and b else None for a, b in ratios]
+        rows.append(("echo: server CPU per round trip <= 1.05 x the floor's, every case",
+                     ", ".join(fmt(r, ".2f") for r in ratios),
+                     verdict([r <= 1.05 if r is not None else None for r in ratios])))
+        peers = [p for p in ("libuv", "asio", "nim") if any((c, p) in table for c in cases)]
+        lower, oks = [], []
+        for c in cases:
+            mine = echo(c, me, "cpu_us_per_rt")
+            for p in peers:
+                theirs = echo(c, p, "cpu_us_per_rt")
+                if mine is None or theirs is None:
+                    continue
+                oks.append(mine < theirs)
+                if theirs <= mine:
+                    lower.append(f"{p} at {c.replace('x', ' x ')} B ({(theirs / mine - 1) * 100:+.0f}%)")
+        rows.append((f"echo: server CPU below {', '.join(peers)} in every case",
+                     "lower: " + "; ".join(lower) if lower else "below all in every case",
+                     verdict(oks)))
+        extra = [(echo(c, me, "syscalls_per_rt"), echo(c, "floor", "syscalls_per_rt")) for c in cases]
+        extra = [a - b if a is not None and b is not None else None for a, b in extra]
+        rows.append(("system calls per round trip <= the floor's + 0.1",
+                     ", ".join(fmt(e, "+.2f") for e in extra),
+                     verdict([e <= 0.1 if e is not None else None for e in extra])))
+        ctl = [echo(c, me, "epoll_ctl_per_rt") for c in cases]
+        rows.append(("no `epoll_ctl` per message", ", ".join(fmt(v, ".2f") for v in ctl),
+                     verdict([v < 0.01 if v is not None else None for v in ctl])))
+
+    def micro(what, name, limit, unit):
+        impls = sorted({r["impl"] for r in records if r.get("bench") == "micro"
+                        and r.get("name") == name and r["impl"].startswith(me)})
+        values = [(i, figure(records, "micro", name, i)) for i in impls]
+        if values:
+            rows.append((what, "; ".join(f"{v:.4g} {unit} ({i})" for i, v in values),
+                         "; ".join(f"{i}: {'yes' if v <= limit else 'no'}" for i, v in values)))
+
+    micro("`co_await` of a finished future <= 2 ns", "co_await finished future", 2, "ns")
+    micro("a synchronous coroutine call <= 10 ns", "co_await immediate coroutine", 10, "ns")
+    micro("a synchronous coroutine call: <= 1 allocation", "allocations per coroutine call", 1,
+          "allocs")
+    micro("`callSoon` round trip <= 30 ns", "callSoon round trip", 30, "ns")
+    last, rss = figure(records, "timers", "time to last fire", me), \
+        figure(records, "timers", "peak RSS", me)
+    if last is not None and rss is not None:
+        rows.append(("1M timers: last fire <= 1.1 s, peak RSS <= 100 MB",
+                     f"{last:.3f} s, {rss:.1f} MB",
+                     f"time: {'yes' if last <= 1.1 else 'no'}; RSS: {'yes' if rss <= 100 else 'no'}"))
+    idle = figure(records, "idle", "bytes per idle connection waiting in recv(4096)", me)
+    if idle is not None:
+        rows.append(("an idle connection in `recv(fd, 4096)` <= 512 bytes", f"{idle:.0f} bytes",
+                     "yes" if idle <= 512 else "no"))
+    return rows
+
+
+def bench_page(env, cfg, servers, table, records):
+    """docs/bench.md: what was measured and how, the tables, the targets and the chart."""
+    out = ["# Benchmarks", "",
+           f"Written by `make bench` (a full run) on a {machine_class(env)}; "
+           "`make bench-quick` leaves this page alone.", "",
+           "The echo servers of this library, libuv, libev, libevent, standalone asio (C++20 "
+           "coroutines), Nim's asyncdispatch (`-d:release -d:danger`) and a hand-written "
+           "level-triggered epoll loop in C (the floor) run side by side, from Debian's "
+           "packages, which `make bench` installs. In each case N connections each send an "
+           "S-byte message and wait for all of it to come back (`tools/bench/loadgen.cpp`), "
+           f"for {cfg['duration']} s after a {cfg['warmup']} s warm-up; the server runs on CPU 0 "
+           "and the load generator on CPU 1; every server runs in turn, in an order rotated at "
+           f"each of {cfg['reps']} repetitions, and the tables give the medians. Server CPU per "
+           "round trip (from `/proc/PID/stat` around the measured window) is the figure to trust "
+           "when the load generator is the bottleneck. System calls per round trip come from one "
+           "more run under `strace -f -c`, which slows the server: only its counts are used.",
+           "",
+           "The micro-benchmarks (`tools/bench/micro/`) are the best of five; allocations are "
+           "calls of the global `operator new`. The timers bench (`tools/bench/timers/`) "
+           "schedules one million timers with random delays up to 1 s; the idle bench "
+           "(`tools/bench/idle/`) holds 10,000 connections each waiting in `recv(fd, 4096)`.",
+           "", "Versions: " + ", ".join(v if v.startswith(k) else f"{k} {v}"
+                                         for k, v in env["versions"].items()) + ".", ""]
+    out += result_tables(cfg, servers, table, records)
+    rows = targets(cfg, table, records)
+    if rows:
+        out += ["## Targets", "", "| target | this run | met? |", "|---|---|---|"]
+        out += [f"| {t} | {v} | {ok} |" for t, v, ok in rows] + [""]
+    out += ["## Chart", "", "![Server CPU time per round trip, by case and server]"
+            "(bench/cpu_per_rt.svg)", ""]
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(out)
@@ -429,9 +555,20 @@ def main():
         json.dump(dict(env, mode=mode, config=cfg, servers=servers, runs=runs,
                        summary=[dict(case=c, server=s, **v) for (c, s), v in table.items()],
                        bench=records, notes=notes), f, indent=1)
+    wrote = [f"{OUT}/results.md", f"{OUT}/results.json"]
+    if os.path.exists(f"{OUT}/cpu_per_rt.svg"):
+        wrote.append(f"{OUT}/cpu_per_rt.svg")
+    # Only a full run speaks for the library: a quick one would replace its figures with one case.
+    if not quick and table:
+        with open(DOCS_PAGE, "w") as f:
+            f.write(bench_page(env, cfg, servers, table, records))
+        wrote.append(DOCS_PAGE)
+        if os.path.exists(f"{OUT}/cpu_per_rt.svg"):
+            os.makedirs(os.path.dirname(DOCS_CHART), exist_ok=True)
+            shutil.copyfile(f"{OUT}/cpu_per_rt.svg", DOCS_CHART)
+            wrote.append(DOCS_CHART)
     print("\n" + report)
-    print(f"wrote {OUT}/results.md, {OUT}/results.json"
-          + (f", {OUT}/cpu_per_rt.svg" if os.path.exists(f"{OUT}/cpu_per_rt.svg") else ""))
+    print("wrote " + ", ".join(wrote))
     ran = any("failed" not in r for r in runs) or records
     return 0 if ran else 1
 
