@@ -81,9 +81,9 @@ TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server $(BUILD)/bin/reuseport_ec
 HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
 DOCTEST  := /usr/include/doctest/doctest.h
 
-.PHONY: all run test test-run test-nopidfd test-poll asan-poll test-windows windows-run examples-check asan clang \
-        headers stub check format format-check clean bench bench-quick bench-peers bench-bins \
-        tsan valgrind fuzz soak
+.PHONY: all run test test-run test-nopidfd test-poll asan-poll test-windows windows-run \
+        examples-check asan clang headers stub check format format-check clean bench bench-quick \
+        bench-peers bench-bins tsan valgrind fuzz soak
 .DEFAULT_GOAL := all
 
 all: $(LIB) $(TOOLS)
@@ -140,7 +140,7 @@ test-nopidfd: $(TESTS)
 
 # The poll(2) backend, which every POSIX system without a native backend gets: the whole suite,
 # natively, in its own folder. POLL_COMPILED_OUT names the cases it cannot run, and why.
-POLL_COMPILED_OUT := none
+POLL_COMPILED_OUT := none (every case of tests/ runs on poll)
 test-poll:
 	@echo 'test-poll: compiled out: $(POLL_COMPILED_OUT)'
 	$(MAKE) BACKEND=poll WERROR=-Werror test
