@@ -6,14 +6,15 @@
 #   make test         build and run the test suite (tools/install.sh installs doctest when root)
 #   make test-nopidfd the addProcess tests with ASYNCDISPATCH_NO_PIDFD=1 (the SIGCHLD fallback)
 #   make examples-check  run the examples in tools/examples/ and check that each does its job
-#   make check        everything CI runs: tests, tests under ASan+UBSan, TSan and valgrind, tests
-#                     built with clang, each public header compiled alone, the stub backend
-#                     compiled, formatting, test-nopidfd, examples-check, 60 s of fuzzing, a 60 s
-#                     soak and test-windows
+#   make check        everything CI runs: formatting; the suite natively, under ASan+UBSan, TSan
+#                     and valgrind, built with clang; each public header compiled alone; the stub;
+#                     test-nopidfd; examples-check; 60 s of fuzzing; a 60 s soak; every other
+#                     backend (test-poll, asan-poll, test-kqueue and its emulator's self-test,
+#                     test-windows) and cross-check
 #   make format       clang-format every source file
 #   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
 #                     epoll floor (tools/install.sh bench installs them when root; ~11 min); writes
-#                     build/bench/results.md, results.json and cpu_per_rt.svg
+#                     docs/bench.md (and its chart), build/bench/results.md and results.json
 #   make bench-quick  the same, one case and short runs (~2 min)
 #
 #   make tsan         the suite under ThreadSanitizer (cross-thread events, several dispatchers)
@@ -26,9 +27,11 @@
 #                     (tools/install.sh windows installs MinGW-w64 and Wine when root)
 #
 #   make test-poll    the suite on the poll(2) backend, natively (build/poll)
+#   make asan-poll    the same under ASan+UBSan (build/asan-poll)
 #   make test-kqueue  the suite on the kqueue backend over the emulator in tests/emu/kqueue
 #                     (build/kqueue); make emu-kqueue runs the emulator's self-test
-#   make asan-poll    the same under ASan+UBSan (build/asan-poll)
+#   make cross-check  the library, examples and test binary compiled and linked for x86_64 and
+#                     arm64 macOS (kqueue and poll) by Zig from npm, under build/zig
 #
 # BACKEND=epoll|kqueue|poll|iocp|stub picks the backend (default: the host's; another one builds into
 # build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
