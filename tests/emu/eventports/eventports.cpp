@@ -500,11 +500,11 @@ int port_associate(int port, int source, uintptr_t object, int events, void* use
   Association& a = p->fds[fd];
   if (a.queued) unqueue(*p, PORT_SOURCE_FD, object); // replaced: re-evaluated below
   a = Association{events, user, st.st_dev, st.st_ino, p->newGen(), false};
-  pollfd pfd{fd, short(events & kPollable), 0};
-  const int revents = ::poll(&pfd, 1, 0) > 0 ? pfd.revents & (events | kAlways) : 0;
+  pollfd pfd{fd, short(a.events & kPollable), 0};
+  const int revents = ::poll(&pfd, 1, 0) > 0 ? pfd.revents & (a.events | kAlways) : 0;
   if (revents != 0) {
     a.queued = true;
-    queue(*p, PORT_SOURCE_FD, object, revents, user, a.gen);
+    queue(*p, PORT_SOURCE_FD, object, revents, a.user, a.gen);
     return 0;
   }
   if (const int e = arm(*p, fd, a); e != 0) {
