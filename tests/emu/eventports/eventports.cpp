@@ -432,7 +432,8 @@ int getn(int port, port_event_t* list, uint_t max, uint_t* nget, const timespec_
   if (list == nullptr) return fail(EFAULT);
   const uint_t want = *nget;
   if (want == 0) return 0;
-  const bool forever = timeout == nullptr;
+  // Beyond about 30 years a deadline would overflow the clock: that is waiting forever.
+  const bool forever = timeout == nullptr || timeout->tv_sec > 1000000000;
   const bool poll = timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
   const auto deadline = forever ? Clock::time_point::max()
                                 : Clock::now() + std::chrono::seconds(timeout->tv_sec) +

@@ -478,11 +478,15 @@ TEST_CASE("port_getn: a signal interrupts the wait with -1/EINTR, nothing retrie
   struct sigaction old {};
   REQUIRE(::sigaction(SIGUSR1, &sa, &old) == 0);
   const pthread_t self = ::pthread_self();
-  std::thread killer([&] {
-    std::this_thread::sleep_for(50ms);
-    ::pthread_kill(self, SIGUSR1);
+  std::atomic<bool> back{false};
+  std::thread killer([&] { // until it lands inside the wait, however slow the machine
+    while (!back) {
+      std::this_thread::sleep_for(20ms);
+      if (!back) ::pthread_kill(self, SIGUSR1);
+    }
   });
   Got g = getn(port.fd, 4, 2, -1);
+  back = true;
   killer.join();
   ::sigaction(SIGUSR1, &old, nullptr);
   CHECK(g.rc == -1);
