@@ -520,6 +520,55 @@ TEST_CASE("port_send: from another thread wakes a port_getn waiting without a ti
   CHECK(g.evs[0].portev_user == cookie(4));
 }
 
+TEST_CASE("port_send: events sent by several threads at once all arrive, each once") {
+  Port port;
+  constexpr int kThreads = 4, kEach = 500;
+  std::vector<std::thread> senders;
+  for (int t = 0; t < kThreads; ++t)
+    senders.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i)
+        while (port_send(port.fd, i, cookie(t)) != 0)
+          std::this_thread::yield();
+    });
+  std::vector<int> next(kThreads, 0);
+  int total = 0, outOfOrder = 0;
+  while (total < kThreads * kEach) {
+    Got g = getn(port.fd, 64, 1, 5000);
+    REQUIRE(g.rc == 0);
+    for (auto& e : g.evs) {
+      const auto t = int(reinterpret_cast<uintptr_t>(e.portev_user) - 0x1000);
+      REQUIRE((t >= 0 && t < kThreads));
+      outOfOrder += e.portev_events != next[t]++;
+      ++total;
+    }
+  }
+  for (auto& t : senders)
+    t.join();
+  CHECK(outOfOrder == 0);
+  CHECK(queued(port.fd) == 0);
+}
+
+TEST_CASE("port_associate: an association made by another thread reaches a thread waiting in "
+          "port_getn") {
+  Port port;
+  Fds ready = socketPair(), later = socketPair();
+  put(ready.b);
+  std::thread other([&] {
+    std::this_thread::sleep_for(30ms);
+    port_associate(port.fd, PORT_SOURCE_FD, uintptr_t(later.a), POLLIN, cookie(2));
+    port_associate(port.fd, PORT_SOURCE_FD, uintptr_t(ready.a), POLLIN, cookie(1));
+    std::this_thread::sleep_for(30ms);
+    put(later.b);
+  });
+  Got first = getn(port.fd, 4, 1, 5000);
+  Got second = getn(port.fd, 4, 1, 5000);
+  other.join();
+  REQUIRE(first.nget == 1);
+  CHECK(first.evs[0].portev_user == cookie(1)); // queued at once when associated
+  REQUIRE(second.nget == 1);
+  CHECK(second.evs[0].portev_user == cookie(2));
+}
+
 TEST_CASE("port_send: EAGAIN once process.max-port-events events wait in the port") {
   const int old = emu_port_max_events(3);
   Port port;
