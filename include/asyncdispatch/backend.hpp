@@ -25,6 +25,9 @@
 #if defined(ASYNCDISPATCH_BACKEND_EPOLL)
 #include "../../platform/linux/selector.hpp"
 #include "../../platform/posix/dispatcher.hpp"
+#elif defined(ASYNCDISPATCH_BACKEND_EVENTPORTS)
+#include "../../platform/illumos/selector.hpp"
+#include "../../platform/posix/dispatcher.hpp"
 #elif defined(ASYNCDISPATCH_BACKEND_POLL)
 #include "../../platform/poll/selector.hpp"
 #include "../../platform/posix/dispatcher.hpp"
