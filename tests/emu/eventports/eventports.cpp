@@ -382,13 +382,13 @@ enum class Wait { ok, expired, interrupted };
 
 // port_getn's wait for `want` queued events (or alert mode, or the deadline). One thread at a time
 // waits in epoll_wait without the mutex; the others wait on the condition variable.
-Wait waitFor(Port& p, std::unique_lock<std::mutex>& lk, uint_t want, bool forever, bool poll,
+Wait waitFor(Port& p, std::unique_lock<std::mutex>& lk, uint_t want, bool forever, bool zero,
              Clock::time_point deadline, int* err) {
   for (;;) {
     harvest(p);
     if (p.alert) return Wait::ok;
     dropClosed(p);
-    if (p.done.size() >= want || poll) return Wait::ok;
+    if (p.done.size() >= want || zero) return Wait::ok;
     if (!forever && Clock::now() >= deadline) return Wait::expired;
     if (p.polling) {
       if (forever)
@@ -434,11 +434,11 @@ int getn(int port, port_event_t* list, uint_t max, uint_t* nget, const timespec_
   if (want == 0) return 0;
   // Beyond about 30 years a deadline would overflow the clock: that is waiting forever.
   const bool forever = timeout == nullptr || timeout->tv_sec > 1000000000;
-  const bool poll = timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
+  const bool zero = timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
   const auto deadline = forever ? Clock::time_point::max()
                                 : Clock::now() + std::chrono::seconds(timeout->tv_sec) +
                                       std::chrono::nanoseconds(timeout->tv_nsec);
-  const Wait w = waitFor(*p, lk, want, forever, poll, deadline, &err);
+  const Wait w = waitFor(*p, lk, want, forever, zero, deadline, &err);
   if (w == Wait::interrupted) return fail(err ? err : EINTR);
   if (p->alert) {
     list[0] = alertEvent(*p);
