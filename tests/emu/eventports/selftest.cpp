@@ -531,19 +531,24 @@ TEST_CASE("port_send: events sent by several threads at once all arrive, each on
           std::this_thread::yield();
     });
   std::vector<int> next(kThreads, 0);
-  int total = 0, outOfOrder = 0;
+  int total = 0, outOfOrder = 0, strays = 0;
   while (total < kThreads * kEach) {
-    Got g = getn(port.fd, 64, 1, 5000);
-    REQUIRE(g.rc == 0);
+    Got g = getn(port.fd, 64, 1, 2000);
+    if (g.rc != 0) break; // the senders are joined before anything is asserted
     for (auto& e : g.evs) {
       const auto t = int(reinterpret_cast<uintptr_t>(e.portev_user) - 0x1000);
-      REQUIRE((t >= 0 && t < kThreads));
+      if (t < 0 || t >= kThreads) {
+        ++strays;
+        continue;
+      }
       outOfOrder += e.portev_events != next[t]++;
       ++total;
     }
   }
   for (auto& t : senders)
     t.join();
+  CHECK(total == kThreads * kEach);
+  CHECK(strays == 0);
   CHECK(outOfOrder == 0);
   CHECK(queued(port.fd) == 0);
 }
