@@ -11,7 +11,8 @@
 //     and checks on every call that the number still names the same epoll instance (its eventfd
 //     is registered there). State of a closed port is dropped when the number is next used or at
 //     the next port_create(); a number that names no port gives EBADF when it is no descriptor,
-//     EBADFD when it is another one.
+//     EBADFD when it is another one. Every function is thread-safe: a mutex per port, and one for
+//     the table of ports and timers (taken first when both are needed).
 //  2. PORT_SOURCE_FD associations are one-shot (EPOLLONESHOT plus bookkeeping): an event leaves
 //     the epoll set for the port's queue, and retrieving it ends the association, so the fd is
 //     never reported again until port_associate() is called again; port_dissociate() then gives
@@ -43,7 +44,8 @@
 //     without writing *pe.
 //  6. Test mode (emu_port_quirks() or EMU_PORT_QUIRKS=<flags> in the environment):
 //     EMU_PORT_QUIRK_ETIME_WITH_EVENTS makes every retrieval under a non-NULL timeout return
-//     -1/ETIME with the events and *nget, as kernels before OS-7991 could;
+//     -1/ETIME with the events and *nget, which libuv and Redis guard against (illumos-joyent
+//     OS-7991, "port_get() and port_getn() implementation disagrees with documentation");
 //     EMU_PORT_QUIRK_NGET_NOT_UPDATED leaves *nget at its input value on ETIME without events.
 //  7. port_send() queues one PORT_SOURCE_USER event per call (never coalesced) with
 //     portev_events = events, portev_user = user, portev_object = 0; it is safe from any thread
@@ -83,6 +85,7 @@
 //     SIGEV_PORT's value, cannot be asked for. A timer of a closed port stays usable but
 //     delivers nothing, as timer_close_port leaves it.
 //  h. POLLNVAL is never reported: illumos removes the association when the fd is closed (4.).
+//  i. A port is known by the number port_create() returned: a dup of it is not a port (EBADFD).
 
 #define EMU_PORT_NO_TIMER_MACROS
 #include <port.h>
