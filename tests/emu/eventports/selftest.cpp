@@ -157,6 +157,25 @@ TEST_CASE("port_create: the port is a descriptor; a closed port is EBADF, anothe
   CHECK(queued(fresh.fd) == 0);
 }
 
+TEST_CASE("close: a closed port leaves no descriptor of the emulator behind") {
+  auto open = [] {
+    int n = 0;
+    for (int fd = 0; fd < 4096; ++fd)
+      n += ::fcntl(fd, F_GETFD) != -1;
+    return n;
+  };
+  { Port first; } // the emulator's one descriptor of its own exists from the first port on
+  const int before = open();
+  {
+    Port port;
+    REQUIRE(port_send(port.fd, 1, nullptr) == 0);
+    Fds s = socketPair();
+    REQUIRE(port_associate(port.fd, PORT_SOURCE_FD, uintptr_t(s.a), POLLIN, nullptr) == 0);
+    CHECK(open() == before + 3);
+  }
+  CHECK(open() == before);
+}
+
 TEST_CASE("port_associate: an fd whose condition already holds is queued at once") {
   Port port;
   Fds s = socketPair();
