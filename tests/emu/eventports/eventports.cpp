@@ -7,11 +7,13 @@
 //
 // What is emulated:
 //  1. port_create() returns an epoll descriptor, so close(port) is the real teardown; the
-//     emulator keeps per-port state (creator pid, an eventfd for wake-ups) keyed by that number
-//     and checks on every call that the number still names the same epoll instance (its eventfd
-//     is registered there). State of a closed port is dropped when the number is next used or at
-//     the next port_create(); a number that names no port gives EBADF when it is no descriptor,
-//     EBADFD when it is another one.
+//     emulator keeps per-port state (creator pid, queue, associations) keyed by that number and
+//     checks on every call that the number still names one of its epoll instances (the one
+//     eventfd it shares among them for cross-thread wake-ups is registered there). State of a
+//     closed port owns no descriptor and is dropped when the number is next used or at the next
+//     port_create(); a number that names no port gives EBADF when it is no descriptor, EBADFD
+//     when it is another one. Every function is thread-safe: a mutex per port, and one for
+//     the table of ports and timers (taken first when both are needed).
 //  2. PORT_SOURCE_FD associations are one-shot (EPOLLONESHOT plus bookkeeping): an event leaves
 //     the epoll set for the port's queue, and retrieving it ends the association, so the fd is
 //     never reported again until port_associate() is called again; port_dissociate() then gives
@@ -43,7 +45,8 @@
 //     without writing *pe.
 //  6. Test mode (emu_port_quirks() or EMU_PORT_QUIRKS=<flags> in the environment):
 //     EMU_PORT_QUIRK_ETIME_WITH_EVENTS makes every retrieval under a non-NULL timeout return
-//     -1/ETIME with the events and *nget, as kernels before OS-7991 could;
+//     -1/ETIME with the events and *nget, which libuv and Redis guard against (illumos-joyent
+//     OS-7991, "port_get() and port_getn() implementation disagrees with documentation");
 //     EMU_PORT_QUIRK_NGET_NOT_UPDATED leaves *nget at its input value on ETIME without events.
 //  7. port_send() queues one PORT_SOURCE_USER event per call (never coalesced) with
 //     portev_events = events, portev_user = user, portev_object = 0; it is safe from any thread
@@ -83,6 +86,10 @@
 //     SIGEV_PORT's value, cannot be asked for. A timer of a closed port stays usable but
 //     delivers nothing, as timer_close_port leaves it.
 //  h. POLLNVAL is never reported: illumos removes the association when the fd is closed (4.).
+//  i. A port is known by the number port_create() returned: a dup of it is not a port (EBADFD),
+//     and a dup of another port moved onto a closed port's number is taken for the closed port.
+//     The emulator holds one descriptor of its own (the shared eventfd) from the first
+//     port_create() to the end of the process.
 
 #define EMU_PORT_NO_TIMER_MACROS
 #include <port.h>
@@ -153,7 +160,7 @@ struct Queued {
 struct Port {
   int fd = -1; // the epoll instance, owned by the user
   pid_t pid = 0;
-  int wakeFd = -1; // eventfd in the epoll set: makes the thread in epoll_wait look again
+  int doorbell = -1; // Registry::doorbell, in this epoll set too
   int maxEvents = kDefaultMaxEvents;
   std::mutex mu;
   std::condition_variable changed; // for threads waiting while another one is in epoll_wait
@@ -166,9 +173,8 @@ struct Port {
   int alertEvents = 0;
   void* alertUser = nullptr;
   bool polling = false;     // a thread is in epoll_wait without the mutex
-  bool wakePending = false; // wakeFd has been written and not yet read
+  bool wakePending = false; // the doorbell was rung for the thread in epoll_wait
 
-  ~Port() { ::close(wakeFd); }
   uint32_t newGen() {
     nextGen = (nextGen + 1) & kGenMask;
     if (nextGen == 0) nextGen = 1;
@@ -192,6 +198,12 @@ struct Registry {
   std::vector<TimerSlot> timers; // index = timer id
   uint32_t timerGen = 0;
   int maxEvents = kDefaultMaxEvents;
+  // One eventfd for the whole process, in every port's epoll set, edge-triggered and never read
+  // (its count stays above 0): each write wakes every thread in epoll_wait on any port. It lets
+  // another thread wake a port without the port owning a descriptor of its own, which would
+  // outlive close(port) until the emulator next looked (1.); a wake-up meant for another port
+  // costs one more turn of the loop.
+  int doorbell = -1;
 };
 
 // Never destroyed, so that threads still in the emulator at exit find it intact.
@@ -213,12 +225,13 @@ int fail(int e) {
   return -1;
 }
 
-// Whether the number still names the port's epoll instance: its eventfd is registered there.
+// Whether the number still names an epoll instance of the emulator: the doorbell is registered
+// there. (The modification queues one spurious wake-up, which the next harvest takes.)
 bool ownsEpoll(Port& p) {
   epoll_event ev{};
-  ev.events = EPOLLIN;
+  ev.events = EPOLLIN | EPOLLET;
   ev.data.u64 = tag(Kind::wake, 0, 0);
-  return ::epoll_ctl(p.fd, EPOLL_CTL_MOD, p.wakeFd, &ev) == 0;
+  return ::epoll_ctl(p.fd, EPOLL_CTL_MOD, p.doorbell, &ev) == 0;
 }
 
 // The port behind a descriptor, or nullptr with *err = EBADF (no descriptor) or EBADFD.
@@ -238,7 +251,7 @@ void kick(Port& p) {
   p.changed.notify_all();
   if (p.polling && !p.wakePending) {
     const uint64_t one = 1;
-    if (::write(p.wakeFd, &one, sizeof one) == sizeof one) p.wakePending = true;
+    if (::write(p.doorbell, &one, sizeof one) == sizeof one) p.wakePending = true;
   }
 }
 
@@ -283,13 +296,8 @@ void ingest(Port& p, const epoll_event* evs, int n) {
     const auto kind = Kind(t >> 62);
     const uint32_t gen = uint32_t(t >> 32) & kGenMask;
     const auto object = int(uint32_t(t));
-    if (kind == Kind::wake) {
-      uint64_t count;
-      if (::read(p.wakeFd, &count, sizeof count) < 0) {
-        // EAGAIN: another thread read it first.
-      }
-      p.wakePending = false;
-    } else if (kind == Kind::fd) {
+    if (kind == Kind::wake) continue; // the doorbell: it only makes the waiter look again
+    if (kind == Kind::fd) {
       auto it = p.fds.find(object);
       if (it == p.fds.end() || it->second.gen != gen || it->second.queued) continue; // stale
       Association& a = it->second;
@@ -382,13 +390,13 @@ enum class Wait { ok, expired, interrupted };
 
 // port_getn's wait for `want` queued events (or alert mode, or the deadline). One thread at a time
 // waits in epoll_wait without the mutex; the others wait on the condition variable.
-Wait waitFor(Port& p, std::unique_lock<std::mutex>& lk, uint_t want, bool forever, bool poll,
+Wait waitFor(Port& p, std::unique_lock<std::mutex>& lk, uint_t want, bool forever, bool zero,
              Clock::time_point deadline, int* err) {
   for (;;) {
     harvest(p);
     if (p.alert) return Wait::ok;
     dropClosed(p);
-    if (p.done.size() >= want || poll) return Wait::ok;
+    if (p.done.size() >= want || zero) return Wait::ok;
     if (!forever && Clock::now() >= deadline) return Wait::expired;
     if (p.polling) {
       if (forever)
@@ -404,6 +412,7 @@ Wait waitFor(Port& p, std::unique_lock<std::mutex>& lk, uint_t want, bool foreve
     const int e = errno;
     lk.lock();
     p.polling = false;
+    p.wakePending = false;
     p.changed.notify_all(); // another waiter may take over epoll_wait
     if (n > 0) ingest(p, evs, n);
     if (n < 0 && e == EINTR) return Wait::interrupted;
@@ -434,11 +443,11 @@ int getn(int port, port_event_t* list, uint_t max, uint_t* nget, const timespec_
   if (want == 0) return 0;
   // Beyond about 30 years a deadline would overflow the clock: that is waiting forever.
   const bool forever = timeout == nullptr || timeout->tv_sec > 1000000000;
-  const bool poll = timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
+  const bool zero = timeout && timeout->tv_sec == 0 && timeout->tv_nsec == 0;
   const auto deadline = forever ? Clock::time_point::max()
                                 : Clock::now() + std::chrono::seconds(timeout->tv_sec) +
                                       std::chrono::nanoseconds(timeout->tv_nsec);
-  const Wait w = waitFor(*p, lk, want, forever, poll, deadline, &err);
+  const Wait w = waitFor(*p, lk, want, forever, zero, deadline, &err);
   if (w == Wait::interrupted) return fail(err ? err : EINTR);
   if (p->alert) {
     list[0] = alertEvent(*p);
@@ -467,18 +476,19 @@ int port_create(void) {
   auto p = std::make_shared<Port>();
   p->fd = ep;
   p->pid = ::getpid();
-  p->wakeFd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  Registry& r = registry();
+  std::lock_guard lk(r.mu);
+  if (r.doorbell < 0) r.doorbell = ::eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);
+  p->doorbell = r.doorbell;
+  p->maxEvents = r.maxEvents;
   epoll_event ev{};
-  ev.events = EPOLLIN;
+  ev.events = EPOLLIN | EPOLLET;
   ev.data.u64 = tag(Kind::wake, 0, 0);
-  if (p->wakeFd < 0 || ::epoll_ctl(ep, EPOLL_CTL_ADD, p->wakeFd, &ev) < 0) {
+  if (r.doorbell < 0 || ::epoll_ctl(ep, EPOLL_CTL_ADD, r.doorbell, &ev) < 0) {
     const int e = errno;
     ::close(ep);
     return fail(e);
   }
-  Registry& r = registry();
-  std::lock_guard lk(r.mu);
-  p->maxEvents = r.maxEvents;
   // Forget ports that were closed since (1.).
   std::erase_if(r.ports, [](const auto& kv) {
     return kv.second->pid != ::getpid() || !ownsEpoll(*kv.second);
