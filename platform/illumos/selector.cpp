@@ -203,6 +203,26 @@ void Selector<T>::collectSignals() {
   syncSignalPipe();
 }
 
+// port_getn for at least one event and at most capacity, within timeout ms (-1: forever). The
+// count is *nget, and after ETIME or EINTR only if list[0] was written (see 3).
+template <class T>
+int Selector<T>::retrieve(int timeout, int capacity, bool& interrupted) {
+  timespec_t ts{};
+  uint_t nget = 1;
+  events[0].portev_source = 0; // no source has 0
+  int rc = 0;
+  int error = 0;
+  {
+    const UnblockedWhileWaiting unblocked(signals); // see 6
+    rc = port_getn(portFD, events, static_cast<uint_t>(capacity), &nget, toTimespec(timeout, ts));
+    error = rc < 0 ? errno : 0;
+  }
+  if (rc < 0 && error != ETIME && error != EINTR) throw OSError(error, "selectInto: port_getn");
+  interrupted = error == EINTR;
+  if (rc < 0 && events[0].portev_source == 0) return 0;
+  return static_cast<int>(std::min<uint_t>(nget, static_cast<uint_t>(capacity)));
+}
+
 SelectEvent::SelectEvent() {
   openPipe(rfd, wfd, "newSelectEvent");
 }
@@ -371,8 +391,10 @@ SocketHandle Selector<T>::registerProcess(int pid, T data) {
   watchChildren(at);
   try {
     UniqueFd fd = reserveDescriptor("registerProcess");
-    addKey(freeSlot("registerProcess", fd.get()), fd.get(), Event::Process, std::move(data), pid);
-    if (!children.add(fd.get(), pid)) markDue(fd.get()); // it has exited already
+    Slot& slot = freeSlot("registerProcess", fd.get());
+    const bool waiting = children.add(fd.get(), pid);
+    addKey(slot, fd.get(), Event::Process, std::move(data), pid);
+    if (!waiting) markDue(fd.get()); // it has exited already
     return fd.release();
   } catch (...) {
     stopWatchingChildren();
@@ -406,23 +428,9 @@ int Selector<T>::selectInto(int timeout, std::span<ReadyKey> results) {
   const int capacity = static_cast<int>(std::min<std::size_t>(results.size(), 64));
   if (capacity == 0) return 0;
   reassociatePending(); // see 1
-  timespec_t ts{};
-  uint_t nget = 1;
-  events[0].portev_source = 0; // no source has 0: tells whether anything was written (see 3)
-  int rc = 0;
-  int error = 0;
-  {
-    const UnblockedWhileWaiting unblocked(signals); // see 6
-    rc = port_getn(portFD, events, static_cast<uint_t>(capacity), &nget,
-                   toTimespec(dueKeys.empty() ? timeout : 0, ts));
-    error = rc < 0 ? errno : 0;
-  }
-  if (rc < 0 && error != ETIME && error != EINTR) throw OSError(error, "selectInto: port_getn");
-  const int n = rc < 0 && events[0].portev_source == 0
-                    ? 0
-                    : static_cast<int>(std::min<uint_t>(nget, static_cast<uint_t>(capacity)));
-  // A signal handler ran during the wait: what it wrote to the pipe is read now (see 6).
-  bool signalled = error == EINTR;
+  // A signal handler that ran during the wait (EINTR) wrote to the pipe: read it now (see 6).
+  bool signalled = false;
+  const int n = retrieve(dueKeys.empty() ? timeout : 0, capacity, signalled);
   int ready = 0;
   const auto report = [&](Slot& slot, EventSet what, int errorCode) {
     slot.reported = slot.generation;
@@ -453,8 +461,7 @@ int Selector<T>::selectInto(int timeout, std::span<ReadyKey> results) {
     }
     // The association ended with this event: re-associated at the next selectInto (see 1).
     slot.associated = 0;
-    slot.pending = true;
-    pendingFDs.push_back(fd);
+    if (!std::exchange(slot.pending, true)) pendingFDs.push_back(fd);
     if (wanted.contains(Event::User)) {
       if (drainPipe(fd)) report(slot, wanted, 0);
       continue;

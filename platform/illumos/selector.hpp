@@ -129,6 +129,7 @@ private:
   void addKey(Slot& slot, SocketHandle fd, EventSet events, T data, int param);
   void associate(Slot& slot, const char* op);
   void reassociatePending();
+  int retrieve(int timeout, int capacity, bool& interrupted);
   void syncSignalPipe();
   void markDue(SocketHandle fd);
   void watchChildren(const std::string& at);
