@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <utility>
 
 #include "../posix/keys.hpp"
@@ -72,6 +71,14 @@ typename Selector<T>::Slot& Selector<T>::checkedKey(const char* op, SocketHandle
   return fds[fd];
 }
 
+// portev_user of fd's events: the descriptor in the low 32 bits, its generation in the high 32.
+template <class T>
+void* Selector<T>::cookieOf(SocketHandle fd) const {
+  const std::uint64_t tag =
+      static_cast<std::uint64_t>(fds[fd].generation) << 32 | static_cast<std::uint32_t>(fd);
+  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(tag));
+}
+
 // The slot of fd, which must be free, for a new registration: with a new generation (see 4).
 template <class T>
 typename Selector<T>::Slot& Selector<T>::freeSlot(const char* op, SocketHandle fd) {
@@ -93,14 +100,6 @@ void Selector<T>::addKey(Slot& slot, SocketHandle fd, EventSet events, T data, i
   slot.data = std::move(data);
   slot.param = param;
   ++count;
-}
-
-// portev_user of fd's events: the descriptor in the low 32 bits, its generation in the high 32.
-template <class T>
-void* Selector<T>::cookieOf(SocketHandle fd) const {
-  const std::uint64_t tag =
-      static_cast<std::uint64_t>(fds[fd].generation) << 32 | static_cast<std::uint32_t>(fd);
-  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(tag));
 }
 
 // Keeps the invariant of 1 for a slot that is not pending: the port holds exactly its interest.
@@ -147,7 +146,7 @@ void Selector<T>::syncSignalPipe() {
   } else if (signalFD != signals.readFd()) {
     if (port_associate(portFD, PORT_SOURCE_FD, static_cast<std::uintptr_t>(signals.readFd()),
                        POLLIN, nullptr) != 0)
-      throw OSError(errno, where("selectInto", signals.readFd()) + ": port_associate");
+      throw OSError(errno, where("port_associate", signals.readFd()) + ": the signal pipe");
     signalFD = signals.readFd();
   }
 }
