@@ -125,17 +125,17 @@ public:
 
 private:
   Slot& checkedKey(const char* op, SocketHandle fd);
+  void* cookieOf(SocketHandle fd) const;
   Slot& freeSlot(const char* op, SocketHandle fd);
   void addKey(Slot& slot, SocketHandle fd, EventSet events, T data, int param);
   void associate(Slot& slot, const char* op);
   void reassociatePending();
-  int retrieve(int timeout, int capacity, bool& interrupted);
   void syncSignalPipe();
   void markDue(SocketHandle fd);
   void watchChildren(const std::string& at);
   void stopWatchingChildren() noexcept;
   void collectSignals();
-  void* cookieOf(SocketHandle fd) const;
+  int retrieve(int timeout, int capacity, bool& interrupted);
 
   std::vector<SocketHandle> pendingFDs; // see 1; a slot no longer pending is skipped
   std::vector<SocketHandle> dueKeys;    // signal and process keys waiting to be reported
