@@ -55,6 +55,7 @@
 #pragma once
 
 #include <port.h>
+#include <time.h> // timer_t
 
 #include <cstdint>
 #include <ostream>
