@@ -30,11 +30,15 @@
 #   make asan-poll    the same under ASan+UBSan (build/asan-poll)
 #   make test-kqueue  the suite on the kqueue backend over the emulator in tests/emu/kqueue
 #                     (build/kqueue); make emu-kqueue runs the emulator's self-test
+#   make test-eventports  the suite on the event ports backend over the emulator in
+#                     tests/emu/eventports (build/eventports), and test-eventports-quirks again
+#                     with EMU_PORT_QUIRKS=3 (the historical ETIME and *nget behaviour);
+#                     make emu-eventports runs the emulator's self-test
 #   make cross-check  the library, examples and test binary compiled and linked for x86_64 and
 #                     arm64 macOS (kqueue and poll) by Zig from npm, under build/zig
 #
-# BACKEND=epoll|kqueue|poll|iocp|stub picks the backend (default: the host's; another one builds into
-# build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
+# BACKEND=epoll|kqueue|eventports|poll|iocp|stub picks the backend (default: the host's; another
+# one builds into build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
 
 CXX      ?= g++
 AR       ?= ar
@@ -70,6 +74,14 @@ CXXFLAGS     += -Itests/emu/kqueue
 endif
 else ifeq ($(BACKEND),poll)
 PLATFORM_SRC := platform/poll/selector.cpp $(POSIX_SRC)
+else ifeq ($(BACKEND),eventports)
+PLATFORM_SRC := platform/illumos/selector.cpp $(POSIX_SRC)
+ifeq ($(UNAME)$(CROSS),Linux)
+# No event ports here: the emulator over epoll goes into the same archive, and its <port.h> comes
+# first on the include path, so a program builds as on illumos plus -Itests/emu/eventports.
+PLATFORM_SRC += tests/emu/eventports/eventports.cpp
+CXXFLAGS     += -Itests/emu/eventports
+endif
 else ifeq ($(BACKEND),stub)
 PLATFORM_SRC := platform/stub/selector.cpp $(POSIX_SRC)
 else ifeq ($(BACKEND),iocp)
@@ -101,8 +113,9 @@ TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server $(BUILD)/bin/reuseport_ec
 HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
 DOCTEST  := /usr/include/doctest/doctest.h
 
-.PHONY: all run test test-run test-nopidfd test-poll asan-poll test-kqueue test-windows windows-run \
-        examples-check asan clang cross-check cross-bins \
+.PHONY: all run test test-run test-nopidfd test-poll asan-poll test-kqueue test-eventports \
+        test-eventports-quirks test-windows windows-run examples-check asan clang cross-check \
+        cross-bins \
         headers stub check format format-check clean bench bench-quick bench-peers bench-bins \
         tsan valgrind fuzz soak
 .DEFAULT_GOAL := all
@@ -166,6 +179,15 @@ asan-poll:
 # emulator's own self-test.
 test-kqueue:
 	$(MAKE) BACKEND=kqueue WERROR=-Werror test
+
+# The event ports backend: the whole suite against the emulator (tests/emu/eventports), in its own
+# folder; then again with EMU_PORT_QUIRKS=3, the kernels before illumos OS-7991 (ETIME returned
+# with events, *nget left as it was on ETIME without one). `make emu-eventports` runs the
+# emulator's own self-test.
+test-eventports:
+	$(MAKE) BACKEND=eventports WERROR=-Werror test
+test-eventports-quirks:
+	EMU_PORT_QUIRKS=3 $(MAKE) BACKEND=eventports WERROR=-Werror test
 
 # The IOCP backend, cross-built and run under Wine with a private prefix inside build/iocp/ (the
 # first run there takes about 10 s to create it). Every test file is built for it but those not
@@ -307,6 +329,9 @@ check:
 	$(MAKE) asan-poll
 	$(MAKE) emu-kqueue
 	$(MAKE) test-kqueue
+	$(MAKE) emu-eventports
+	$(MAKE) test-eventports
+	$(MAKE) test-eventports-quirks
 	$(MAKE) WERROR=-Werror test-windows
 	$(MAKE) cross-check
 
@@ -338,5 +363,6 @@ bench-quick: bench-peers
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null) $(wildcard build/bench/*.d)
 
-# The emulators' own self-tests (emu-kqueue).
+# The emulators' own self-tests (emu-kqueue, emu-eventports).
 include tests/emu/kqueue/emu.mk
+include tests/emu/eventports/emu.mk

@@ -503,15 +503,15 @@ TEST_CASE("addProcess: a pid that is not a child is refused, naming addProcess a
 }
 
 TEST_CASE("addProcess: the key is a pidfd, or an eventfd woken by SIGCHLD with "
-          "ASYNCDISPATCH_NO_PIDFD=1 (poll: a reserved descriptor woken by SIGCHLD; kqueue: "
-          "a reserved descriptor with EVFILT_PROC)") {
+          "ASYNCDISPATCH_NO_PIDFD=1 (poll, event ports: a reserved descriptor woken by SIGCHLD; "
+          "kqueue: a reserved descriptor with EVFILT_PROC)") {
   Gate gate;
   const pid_t pid = spawn(0, &gate);
   bool called = false;
   addProcess(pid, [&](AsyncFD) { return called = true; });
   const int key = processKey();
   REQUIRE(key >= 0);
-#if defined(ASYNCDISPATCH_BACKEND_POLL)
+#if defined(ASYNCDISPATCH_BACKEND_POLL) || defined(ASYNCDISPATCH_BACKEND_EVENTPORTS)
   const bool pollBackend = true;   // no process filter: a descriptor reserved to name the key
 #else
   const bool pollBackend = false;

@@ -64,6 +64,14 @@ std::vector<int> openDescriptors() {
 #if defined(EMU_KQUEUE) // the kqueue emulator reclaims a closed kq lazily (tests/emu/kqueue)
   emu_kqueue_collect();
 #endif
+#if defined(EMU_EVENTPORTS_PORT_H) // the emulator's first port opens its one shared descriptor
+  static const bool emulatorReady = [] {
+    const int port = port_create();
+    if (port >= 0) ::close(port);
+    return true;
+  }();
+  (void)emulatorReady;
+#endif
   std::vector<int> open;
   if (DIR* dir = ::opendir("/proc/self/fd")) {
     const int own = ::dirfd(dir);

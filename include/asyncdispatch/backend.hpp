@@ -28,6 +28,9 @@
 #elif defined(ASYNCDISPATCH_BACKEND_KQUEUE)
 #include "../../platform/bsd/selector.hpp"
 #include "../../platform/posix/dispatcher.hpp"
+#elif defined(ASYNCDISPATCH_BACKEND_EVENTPORTS)
+#include "../../platform/illumos/selector.hpp"
+#include "../../platform/posix/dispatcher.hpp"
 #elif defined(ASYNCDISPATCH_BACKEND_POLL)
 #include "../../platform/poll/selector.hpp"
 #include "../../platform/posix/dispatcher.hpp"
