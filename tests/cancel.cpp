@@ -94,8 +94,7 @@ void closeRaw(RawFd fd) {
 }
 
 void rawSend(AsyncFD fd, const std::string& data) {
-  REQUIRE(::send(raw(fd), data.data(), data.size(), MSG_NOSIGNAL) ==
-          static_cast<ssize_t>(data.size()));
+  REQUIRE(sendNoSigpipe(raw(fd), data.data(), data.size()) == static_cast<ssize_t>(data.size()));
 }
 
 // Waits (without the dispatcher) until fd is readable: data sent on loopback has arrived.
@@ -248,7 +247,7 @@ std::size_t fillSendBuffer(AsyncFD client) {
       break;
     }
 #else
-    const ssize_t n = ::send(raw(client), chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t n = sendNoSigpipe(raw(client), chunk.data(), chunk.size(), MSG_DONTWAIT);
     if (n < 0) {
       REQUIRE((errno == EAGAIN || errno == EWOULDBLOCK));
       break;
@@ -313,7 +312,7 @@ RawFd rawConnect(Port port) {
   const RawFd fd = ::socket(AF_INET, SOCK_STREAM, 0);
   REQUIRE(fd != INVALID_SOCKET);
 #else
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = cloexecSocket(AF_INET, SOCK_STREAM);
   REQUIRE(fd >= 0);
 #endif
   sockaddr_in addr{};

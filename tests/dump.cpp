@@ -288,7 +288,7 @@ TEST_CASE("dumpDispatcher: a descriptor with a waiting recv shows events {Read} 
   CHECK(has(line, "readCBs: 1"));
   CHECK(has(line, "writeCBs: 0"));
 
-  REQUIRE(::send(static_cast<int>(client), "x", 1, MSG_NOSIGNAL) == 1);
+  REQUIRE(sendNoSigpipe(static_cast<int>(client), "x", 1) == 1);
   CHECK(waitWithin(received) == "x");
   line = keyLine(dump(), server);
   CHECK(has(line, "events: {}"));

@@ -5,8 +5,11 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
+#endif
+#if defined(__linux__)
+#include <sys/eventfd.h>
 #endif
 
 #include <algorithm>
@@ -123,7 +126,7 @@ TEST_CASE("addSignal: a storm of 100,000 signals from another thread reaches the
   const pthread_t dispatcherThread = pthread_self();
   std::atomic<int> bursts{0};
   std::atomic<bool> stalled{false};
-  std::jthread sender([&](const std::stop_token& stop) {
+  JoiningThread sender([&](const StopToken& stop) {
     // A process-directed signal goes to any thread that does not block it (README, signals):
     // this one must not be that thread.
     sigset_t set;
@@ -204,9 +207,9 @@ TEST_CASE("trigger: racing close from other threads either lands before the clos
     std::atomic<int> roundOther{0};
     std::vector<std::string> errors(kThreads);
     // Joined however the round ends, after being told to stop if it ends early.
-    std::vector<std::jthread> triggers;
+    std::vector<JoiningThread> triggers;
     for (int t = 0; t < kThreads; ++t) {
-      triggers.emplace_back([&, t](const std::stop_token& stop) {
+      triggers.emplace_back([&, t](const StopToken& stop) {
         while (!stop.stop_requested()) {
           try {
             trigger(ev);
@@ -233,22 +236,36 @@ TEST_CASE("trigger: racing close from other threads either lands before the clos
     if (round % 2 == 0) unregister(ev); // else close unregisters it
     close(ev);
 #if !defined(_WIN32)
-    // The next descriptor made here takes the closed number (an eventfd too, so a stray 8-byte
-    // write would go through and show); no trigger may write into it.
+    // The next descriptor made here takes the closed number, and a stray 8-byte write into it
+    // would go through and show: an eventfd on Linux; elsewhere one end of a socket pair, whose
+    // other end (`reader`) receives what was written. No trigger may write into it.
+#if defined(__linux__)
     int probe = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+#else
+    int ends[2] = {-1, -1};
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, ends) == 0);
+    int probe = ends[0];
+    REQUIRE(::fcntl(ends[1], F_SETFL, ::fcntl(ends[1], F_GETFL) | O_NONBLOCK) == 0);
+#endif
     if (probe >= 0 && probe != number) {
       const int placed = fcntl(probe, F_DUPFD_CLOEXEC, number);
       ::close(probe);
       probe = placed;
     }
+#if defined(__linux__)
+    const int reader = probe;
+#else
+    const int reader = ends[1];
 #endif
-    for (std::jthread& t : triggers)
+#endif
+    for (JoiningThread& t : triggers)
       t.join();
 #if !defined(_WIN32)
     CHECK(probe == number);
     std::uint64_t value = 0;
-    if (::read(probe, &value, sizeof value) == static_cast<ssize_t>(sizeof value)) ++strayWrites;
+    if (::read(reader, &value, sizeof value) == static_cast<ssize_t>(sizeof value)) ++strayWrites;
     if (probe >= 0) ::close(probe);
+    if (reader != probe) ::close(reader);
 #endif
     refused += roundRefused;
     otherErrors += roundOther;
@@ -387,10 +404,10 @@ TEST_CASE("getGlobalDispatcher: four threads each running its own dispatcher wit
   const Dispatcher* mine = getGlobalDispatcher().get();
   std::vector<World> worlds(kWorlds);
   std::latch started(kWorlds);
-  std::vector<std::jthread> threads;
+  std::vector<JoiningThread> threads;
   for (int id = 0; id < kWorlds; ++id)
     threads.emplace_back([id, &worlds, &started] { runWorld(id, worlds[id], started); });
-  for (std::jthread& t : threads)
+  for (JoiningThread& t : threads)
     t.join();
   for (int id = 0; id < kWorlds; ++id) {
     const World& w = worlds[id];

@@ -41,7 +41,7 @@ void rawSend(AsyncFD fd, const std::string& data) {
 }
 #else
 void rawSend(AsyncFD fd, const std::string& data) {
-  REQUIRE(::send(static_cast<int>(fd), data.data(), data.size(), MSG_NOSIGNAL) ==
+  REQUIRE(sendNoSigpipe(static_cast<int>(fd), data.data(), data.size()) ==
           static_cast<ssize_t>(data.size()));
 }
 #endif

@@ -4,13 +4,16 @@
 // is this test executable itself, started with CreateProcess and arguments that tests/main.cpp
 // recognises, and each case has a Windows counterpart (the first half of this file).
 #if !defined(_WIN32)
-#include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
 #endif
 
 #include <cerrno>
@@ -302,7 +305,7 @@ namespace {
 // A pipe whose closing releases the children waiting on it, so they exit when the test says.
 struct Gate {
   int fds[2] = {-1, -1};
-  Gate() { REQUIRE(::pipe2(fds, O_CLOEXEC) == 0); }
+  Gate() { REQUIRE(cloexecPipe(fds) == 0); }
   ~Gate() {
     open();
     if (fds[0] >= 0) ::close(fds[0]);
@@ -351,32 +354,38 @@ bool sigchldBlocked() {
   return sigismember(&current, SIGCHLD) == 1;
 }
 
-bool fallback() {
+[[maybe_unused]] bool fallback() {
   const char* value = std::getenv("ASYNCDISPATCH_NO_PIDFD");
   if (value != nullptr && *value != '\0' && std::string(value) != "0") return true;
+#if defined(__linux__) && defined(SYS_pidfd_open)
   // The selector also falls back where pidfd_open is missing (old kernels, valgrind 3.19).
   const long fd = ::syscall(SYS_pidfd_open, ::getpid(), 0);
   if (fd >= 0) ::close(static_cast<int>(fd));
   return fd < 0 && (errno == ENOSYS || errno == EPERM);
+#else
+  return true; // no pidfd outside Linux
+#endif
 }
 
-// What kind of anonymous file fd is: "anon_inode:[pidfd]", "anon_inode:[eventfd]" ...
+// What kind of file fd is: "anon_inode:[pidfd]", "anon_inode:[eventfd]", "/dev/null" ... from
+// /proc/self/fd on Linux; elsewhere only "/dev/null" is told apart (by device and inode).
 std::string fileKind(int fd) {
+#if defined(__linux__)
   char target[256] = {};
   const std::string link = "/proc/self/fd/" + std::to_string(fd);
   const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
   return n > 0 ? std::string(target, static_cast<std::size_t>(n)) : std::string();
+#else
+  struct stat file {};
+  struct stat null {};
+  if (::fstat(fd, &file) != 0 || ::stat("/dev/null", &null) != 0) return {};
+  return file.st_dev == null.st_dev && file.st_ino == null.st_ino ? "/dev/null" : "(other)";
+#endif
 }
 
-// How many descriptors this process has open.
-int openDescriptors() {
-  DIR* dir = opendir("/proc/self/fd");
-  REQUIRE(dir != nullptr);
-  int n = 0;
-  while (readdir(dir) != nullptr)
-    ++n;
-  closedir(dir);
-  return n - 3; // ".", ".." and the directory's own descriptor
+// How many descriptors this process has open (testsupport::openDescriptors).
+int openDescriptorCount() {
+  return static_cast<int>(openDescriptors().size());
 }
 
 int processKey() {
@@ -512,28 +521,22 @@ TEST_CASE("addProcess: the key is a pidfd, or an eventfd woken by SIGCHLD with "
   const int key = processKey();
   REQUIRE(key >= 0);
 #if defined(ASYNCDISPATCH_BACKEND_POLL) || defined(ASYNCDISPATCH_BACKEND_EVENTPORTS)
-  const bool pollBackend = true;   // no process filter: a descriptor reserved to name the key
-#else
-  const bool pollBackend = false;
-#endif
-#if defined(ASYNCDISPATCH_BACKEND_KQUEUE)
-  const bool kqueueBackend = true; // EVFILT_PROC, named by a reserved descriptor; no SIGCHLD
-#else
-  const bool kqueueBackend = false;
-#endif
-  if (pollBackend) {
-    CHECK(fileKind(key) == "/dev/null");
-    CHECK(sigchldBlocked()); // until the last child waited for has exited
-  } else if (kqueueBackend) {
-    CHECK(fileKind(key) == "/dev/null");
-    CHECK_FALSE(sigchldBlocked());
-  } else if (fallback()) {
+  // No process filter: a descriptor reserved to name the key.
+  CHECK(fileKind(key) == "/dev/null");
+  CHECK(sigchldBlocked()); // until the last child waited for has exited
+#elif defined(ASYNCDISPATCH_BACKEND_KQUEUE)
+  // EVFILT_PROC, named by a reserved descriptor; no SIGCHLD.
+  CHECK(fileKind(key) == "/dev/null");
+  CHECK_FALSE(sigchldBlocked());
+#else // Linux's pidfd, or the eventfd of the SIGCHLD fallback
+  if (fallback()) {
     CHECK(fileKind(key) == "anon_inode:[eventfd]");
     CHECK(sigchldBlocked()); // until the last child waited for has exited
   } else {
     CHECK(fileKind(key) == "anon_inode:[pidfd]");
     CHECK_FALSE(sigchldBlocked());
   }
+#endif
   gate.open();
   pollUntil([&] { return called; });
   CHECK(called);
@@ -564,7 +567,7 @@ TEST_CASE("addProcess: a dispatcher destroyed while it waits for a child closes 
 
 TEST_CASE("addProcess: no descriptor outlives its key, with timers, signals and events alongside "
           "and after misuse") {
-  const int before = openDescriptors();
+  const int before = openDescriptorCount();
   int fired = 0;
   const auto count = [&fired](AsyncFD) { return ++fired > 0; };
   const pid_t pid = spawn(0);
@@ -586,7 +589,7 @@ TEST_CASE("addProcess: no descriptor outlives its key, with timers, signals and 
   CHECK(fired == 4);
   close(ev);
   CHECK(waitpid(pid, nullptr, 0) == pid);
-  CHECK(openDescriptors() == before);
+  CHECK(openDescriptorCount() == before);
   reapAll();
   checkDispatcherEmpty();
 }

@@ -65,7 +65,7 @@ using RawFd = int;
 
 // A TCP socket the dispatcher has never seen.
 int rawSocket() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = cloexecSocket(AF_INET, SOCK_STREAM);
   REQUIRE(fd >= 0);
   return fd;
 }
@@ -75,7 +75,7 @@ void closeRaw(RawFd fd) {
 }
 
 void rawSend(AsyncFD fd, const char* data, int size) {
-  REQUIRE(::send(static_cast<int>(fd), data, static_cast<std::size_t>(size), MSG_NOSIGNAL) == size);
+  REQUIRE(sendNoSigpipe(static_cast<int>(fd), data, static_cast<std::size_t>(size)) == size);
 }
 
 // Restores RLIMIT_NOFILE whatever happens inside the test.

@@ -58,39 +58,6 @@ using namespace testsupport;
 #else
 namespace {
 
-// The descriptors open in this process, in order: /proc/self/fd where there is one, else every
-// number below the limit probed with fcntl.
-std::vector<int> openDescriptors() {
-#if defined(EMU_KQUEUE) // the kqueue emulator reclaims a closed kq lazily (tests/emu/kqueue)
-  emu_kqueue_collect();
-#endif
-#if defined(EMU_EVENTPORTS_PORT_H) // the emulator's first port opens its one shared descriptor
-  static const bool emulatorReady = [] {
-    const int port = port_create();
-    if (port >= 0) ::close(port);
-    return true;
-  }();
-  (void)emulatorReady;
-#endif
-  std::vector<int> open;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    const int own = ::dirfd(dir);
-    while (const dirent* entry = ::readdir(dir)) {
-      if (entry->d_name[0] == '.') continue;
-      const int fd = std::stoi(entry->d_name);
-      if (fd != own) open.push_back(fd);
-    }
-    ::closedir(dir);
-  } else {
-    const long limit = std::min(::sysconf(_SC_OPEN_MAX), 65536L);
-    for (int fd = 0; fd < limit; ++fd) {
-      if (::fcntl(fd, F_GETFD) >= 0) open.push_back(fd);
-    }
-  }
-  std::sort(open.begin(), open.end());
-  return open;
-}
-
 std::string listed(const std::vector<int>& fds) {
   std::string text;
   for (int fd : fds)
@@ -145,7 +112,7 @@ struct SocketPair {
 };
 
 void writeAll(int fd, const std::string& data) {
-  REQUIRE(::send(fd, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size()));
+  REQUIRE(sendNoSigpipe(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
 }
 
 // Reads what fd has until it would block (or the end of stream).
@@ -165,7 +132,7 @@ std::size_t fill(int fd) {
   const std::string chunk(65536, 'x');
   std::size_t total = 0;
   for (;;) {
-    const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    const ssize_t n = sendNoSigpipe(fd, chunk.data(), chunk.size());
     if (n < 0) {
       REQUIRE((errno == EAGAIN || errno == EWOULDBLOCK));
       return total;
@@ -661,7 +628,7 @@ TEST_CASE("registerEvent: a trigger from another thread wakes a selectInto waiti
   std::array<ReadyKey, 64> keys;
   int n = 0;
   {
-    std::jthread trigger([&ev] {
+    JoiningThread trigger([&ev] {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       ev.trigger();
     });
@@ -689,7 +656,7 @@ TEST_CASE("registerEvent: several triggers before selectInto coalesce into one r
   const SocketHandle fd = ev.getFd();
   ev.trigger();
   ev.trigger();
-  std::jthread([&ev] {
+  JoiningThread([&ev] {
     ev.trigger();
     ev.trigger();
   }).join();

@@ -11,6 +11,7 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #else
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -19,13 +20,19 @@
 #include <unistd.h>
 #endif
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <ctime>
 #include <exception>
+#include <memory>
 #include <string>
 #include <system_error>
+#include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -110,6 +117,43 @@ inline void checkDispatcherEmpty() {
   p->callbacks.clear();
 }
 
+// The part of std::jthread the tests use, for the standard libraries that lack it (libc++ before
+// 18, Apple's among them, keeps jthread and stop_token experimental): a thread asked to stop and
+// joined when destroyed, whose function may take a StopToken.
+class StopToken {
+public:
+  explicit StopToken(const std::atomic<bool>* flag) : flag_(flag) {}
+  bool stop_requested() const { return flag_->load(std::memory_order_acquire); }
+
+private:
+  const std::atomic<bool>* flag_;
+};
+
+class JoiningThread {
+public:
+  template <class F>
+  explicit JoiningThread(F&& f) : stop_(std::make_unique<std::atomic<bool>>(false)) {
+    if constexpr (std::is_invocable_v<F&, StopToken>) {
+      thread_ = std::thread(std::forward<F>(f), StopToken(stop_.get()));
+    } else {
+      thread_ = std::thread(std::forward<F>(f));
+    }
+  }
+  JoiningThread(JoiningThread&&) noexcept = default;
+  JoiningThread& operator=(JoiningThread&&) = delete;
+  ~JoiningThread() {
+    if (!thread_.joinable()) return;
+    request_stop();
+    thread_.join();
+  }
+  void request_stop() { stop_->store(true, std::memory_order_release); }
+  void join() { thread_.join(); }
+
+private:
+  std::unique_ptr<std::atomic<bool>> stop_;
+  std::thread thread_;
+};
+
 using Clock = std::chrono::steady_clock;
 
 inline double msSince(Clock::time_point start) {
@@ -152,6 +196,94 @@ inline bool isOpen(int fd) {
 #else
 inline bool isOpen(int fd) {
   return fcntl(fd, F_GETFD) >= 0 || errno != EBADF;
+}
+
+// The portable POSIX spellings of what the tests do with raw descriptors: Linux has flags that
+// macOS and the BSDs lack (SOCK_CLOEXEC, SOCK_NONBLOCK, MSG_NOSIGNAL on macOS, pipe2 on macOS).
+
+// A raw socket the dispatcher has never seen, close-on-exec (and non-blocking when asked): in
+// one call where socket() takes SOCK_CLOEXEC, else with fcntl right after. -1 on failure.
+inline int cloexecSocket(int domain, int type, bool nonBlocking = false) {
+#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
+  return ::socket(domain, type | SOCK_CLOEXEC | (nonBlocking ? SOCK_NONBLOCK : 0), 0);
+#else
+  const int fd = ::socket(domain, type, 0);
+  if (fd < 0) return -1;
+  if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 ||
+      (nonBlocking && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+#endif
+}
+
+// A pipe whose two ends are close-on-exec: pipe2 where it exists, else pipe and fcntl.
+inline int cloexecPipe(int fds[2]) {
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__) ||   \
+    defined(__DragonFly__) || defined(__sun)
+  return ::pipe2(fds, O_CLOEXEC);
+#else
+  if (::pipe(fds) != 0) return -1;
+  for (int i = 0; i < 2; ++i) {
+    if (::fcntl(fds[i], F_SETFD, FD_CLOEXEC) != 0) {
+      ::close(fds[0]);
+      ::close(fds[1]);
+      return -1;
+    }
+  }
+  return 0;
+#endif
+}
+
+// send() on a raw socket that never raises SIGPIPE when the peer has gone: with MSG_NOSIGNAL
+// where send() takes it, and where the socket has SO_NOSIGPIPE (macOS, whose older kernels
+// ignore MSG_NOSIGNAL) with that set first. `flags` are added (MSG_DONTWAIT ...).
+inline ssize_t sendNoSigpipe(int fd, const void* data, std::size_t size, int flags = 0) {
+#if defined(SO_NOSIGPIPE)
+  const int on = 1;
+  if (::setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on) != 0) return -1;
+#endif
+#if defined(MSG_NOSIGNAL)
+  flags |= MSG_NOSIGNAL;
+#endif
+  return ::send(fd, data, size, flags);
+}
+
+// The descriptors open in this process, in order: /proc/self/fd where there is one (Linux),
+// else every number below the descriptor limit (at most 65,536) probed with fcntl(F_GETFD).
+// The directory stream's own descriptor is not counted. The emulators' own descriptors are
+// settled first: the kqueue emulator reclaims a closed kq lazily, and the event ports emulator
+// keeps one descriptor for all the ports of the process, opened by the first.
+inline std::vector<int> openDescriptors() {
+#if defined(EMU_KQUEUE)
+  emu_kqueue_collect();
+#endif
+#if defined(EMU_EVENTPORTS_PORT_H)
+  static const bool emulatorReady = [] {
+    const int port = port_create();
+    if (port >= 0) ::close(port);
+    return true;
+  }();
+  (void)emulatorReady;
+#endif
+  std::vector<int> open;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    const int own = ::dirfd(dir);
+    while (const dirent* entry = ::readdir(dir)) {
+      if (entry->d_name[0] == '.') continue;
+      const int fd = std::stoi(entry->d_name);
+      if (fd != own) open.push_back(fd);
+    }
+    ::closedir(dir);
+  } else {
+    const long limit = std::min(::sysconf(_SC_OPEN_MAX), 65536L);
+    for (int fd = 0; fd < limit; ++fd) {
+      if (::fcntl(fd, F_GETFD) >= 0) open.push_back(fd);
+    }
+  }
+  std::sort(open.begin(), open.end());
+  return open;
 }
 #endif
 
@@ -231,7 +363,7 @@ inline bool hasIPv6Loopback() {
 #else
 // Whether this machine can bind ::1 (some containers have no IPv6 loopback).
 inline bool hasIPv6Loopback() {
-  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = cloexecSocket(AF_INET6, SOCK_STREAM);
   if (fd < 0) return false;
   sockaddr_in6 addr{};
   addr.sin6_family = AF_INET6;
@@ -316,8 +448,10 @@ struct SigpipeBlocked {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE);
-    const timespec zero{};
-    while (sigtimedwait(&set, nullptr, &zero) == SIGPIPE) {
+    // sigwait takes a pending signal at once; it is called only for one known to be pending
+    // (sigtimedwait, which could poll, is not in macOS).
+    int taken = 0;
+    while (raised() && sigwait(&set, &taken) == 0) {
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
   }

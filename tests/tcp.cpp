@@ -32,7 +32,10 @@ namespace {
 // The OS's socket calls made directly by the tests, the same on both systems.
 #if defined(_WIN32)
 using RawFd = SOCKET;
-constexpr int kNoSigpipe = 0; // Windows has no SIGPIPE
+// A send outside the library that never raises SIGPIPE (Windows has none).
+int sendRaw(RawFd fd, const char* data, int size) {
+  return ::send(fd, data, size, 0);
+}
 int lastSocketError() {
   return WSAGetLastError();
 }
@@ -48,12 +51,14 @@ void closeRaw(RawFd fd) {
 }
 #else
 using RawFd = int;
-constexpr int kNoSigpipe = MSG_NOSIGNAL;
+int sendRaw(RawFd fd, const char* data, int size) {
+  return static_cast<int>(sendNoSigpipe(fd, data, static_cast<std::size_t>(size)));
+}
 int lastSocketError() {
   return errno;
 }
 RawFd openRawSocket() {
-  return ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  return cloexecSocket(AF_INET, SOCK_STREAM);
 }
 bool isValid(RawFd fd) {
   return fd >= 0;
@@ -102,11 +107,27 @@ SocketKind kindOf(AsyncFD fd) {
   return {info.iAddressFamily, info.iSocketType, info.iProtocol};
 #else
   SocketKind kind{};
-  for (auto [name, value] : {std::pair{SO_DOMAIN, &kind.domain}, std::pair{SO_TYPE, &kind.type},
-                             std::pair{SO_PROTOCOL, &kind.protocol}}) {
-    socklen_t len = sizeof *value;
-    REQUIRE(::getsockopt(raw(fd), SOL_SOCKET, name, value, &len) == 0);
-  }
+  socklen_t len = sizeof kind.type;
+  REQUIRE(::getsockopt(raw(fd), SOL_SOCKET, SO_TYPE, &kind.type, &len) == 0);
+#if defined(SO_DOMAIN)
+  len = sizeof kind.domain;
+  REQUIRE(::getsockopt(raw(fd), SOL_SOCKET, SO_DOMAIN, &kind.domain, &len) == 0);
+#else // macOS: the family of the socket's own address, which even an unbound socket has
+  sockaddr_storage addr{};
+  len = sizeof addr;
+  REQUIRE(::getsockname(raw(fd), reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  kind.domain = addr.ss_family;
+#endif
+#if defined(SO_PROTOCOL)
+  len = sizeof kind.protocol;
+  REQUIRE(::getsockopt(raw(fd), SOL_SOCKET, SO_PROTOCOL, &kind.protocol, &len) == 0);
+#else // macOS cannot say: an IP stream socket is TCP and an IP datagram socket UDP, by definition
+  const bool ip = kind.domain == AF_INET || kind.domain == AF_INET6;
+  kind.protocol = !ip                        ? 0
+                  : kind.type == SOCK_STREAM ? IPPROTO_TCP
+                  : kind.type == SOCK_DGRAM  ? IPPROTO_UDP
+                                             : 0;
+#endif
   return kind;
 #endif
 }
@@ -153,7 +174,7 @@ struct RefusingPort {
 };
 
 void rawSend(AsyncFD fd, const std::string& data) {
-  REQUIRE(::send(raw(fd), data.data(), static_cast<int>(data.size()), kNoSigpipe) ==
+  REQUIRE(sendRaw(raw(fd), data.data(), static_cast<int>(data.size())) ==
           static_cast<int>(data.size()));
 }
 
@@ -241,11 +262,8 @@ struct DescriptorsExhausted {
   DescriptorsExhausted() {
     REQUIRE(getrlimit(RLIMIT_NOFILE, &saved) == 0);
     int highest = 2;
-    if (DIR* dir = opendir("/proc/self/fd")) {
-      while (const dirent* entry = readdir(dir))
-        highest = std::max(highest, std::atoi(entry->d_name));
-      closedir(dir);
-    }
+    for (int fd : openDescriptors())
+      highest = std::max(highest, fd);
     rlimit lower = saved;
     lower.rlim_cur = static_cast<rlim_t>(highest) + 1;
     REQUIRE(setrlimit(RLIMIT_NOFILE, &lower) == 0);
@@ -540,8 +558,8 @@ TEST_CASE("acceptAddr: an unregistered descriptor throws ValueError synchronousl
 TEST_CASE("acceptAddr: survives EMFILE without spinning and accepts once descriptors are free") {
   Listener l = listenLocal();
   Future<AcceptResult> accepted = acceptAddr(l.fd);
-  const int first = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int second = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int first = cloexecSocket(AF_INET, SOCK_STREAM);
+  const int second = cloexecSocket(AF_INET, SOCK_STREAM);
   REQUIRE(first >= 0);
   REQUIRE(second >= 0);
   {
@@ -865,7 +883,7 @@ TEST_CASE("send: with SafeDisconn a send to a peer that has gone completes, with
   Future<void> late = send(client, std::string("late"));
   waitWithin(late);
   CHECK_FALSE(late.failed());
-  CHECK(::send(raw(client), "x", 1, kNoSigpipe) == -1); // really broken, not just buffered
+  CHECK(sendRaw(raw(client), "x", 1) == -1); // really broken, not just buffered
   CHECK(isBrokenConnection(OSError(lastSocketError(), "send")));
   CHECK_FALSE(SigpipeBlocked::raised());
   closeSocket(client);
