@@ -62,13 +62,6 @@ int applyNow(int kq, struct kevent* list, int n, bool deleting) {
   return 0;
 }
 
-// A number no socket can take while a custom key lives (see 6).
-UniqueFd reserveNumber(const std::string& at) {
-  UniqueFd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw OSError(errno, at + ": open /dev/null");
-  return fd;
-}
-
 #ifndef EVFILT_USER
 // Empties a SelectEvent's pipe; false when another dispatcher read it first.
 bool drainPipe(int fd) {
@@ -147,7 +140,7 @@ int Selector<T>::changeFailed(const struct kevent& ev) {
 template <class T>
 SocketHandle Selector<T>::addReservedKey(const std::string& at, EventSet events, T data, int param,
                                          struct kevent kev) {
-  UniqueFd fd = events.contains(Event::User) ? UniqueFd() : reserveNumber(at);
+  UniqueFd fd = events.contains(Event::User) ? UniqueFd() : reserveDescriptor(at);
   const SocketHandle key =
       events.contains(Event::User) ? static_cast<SocketHandle>(kev.ident) : fd.get();
   Slot& slot = freeSlot(at.c_str(), key);
@@ -182,7 +175,7 @@ void Selector<T>::finish(Slot& slot) {
 }
 
 #ifdef EVFILT_USER
-SelectEvent::SelectEvent() : number(reserveNumber("newSelectEvent")) {}
+SelectEvent::SelectEvent() : number(reserveDescriptor("newSelectEvent")) {}
 
 // To the kq it is registered with; kept while it has none, and sent by registerEvent (see 10).
 void SelectEvent::trigger() const {

@@ -33,28 +33,6 @@ int interestOf(EventSet events) {
   return events.contains(Event::User) ? POLLIN : toPollEvents(events);
 }
 
-// A timer's, signal's or process's number (see 5): a descriptor no socket can take meanwhile.
-UniqueFd reserveDescriptor(const char* op) {
-  UniqueFd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw OSError(errno, std::string(op) + ": open /dev/null");
-  return fd;
-}
-
-// Empties a user event's pipe (see 8). False when it was empty: another selector watching the
-// same event read it first.
-bool drainPipe(int fd) {
-  char bytes[64];
-  bool any = false;
-  for (;;) {
-    const ssize_t n = ::read(fd, bytes, sizeof bytes);
-    if (n > 0) {
-      any = true;
-    } else if (n == 0 || errno != EINTR) {
-      return any; // EAGAIN: empty
-    }
-  }
-}
-
 // port_getn's timeout: NULL waits forever, a zeroed one polls.
 const timespec_t* toTimespec(int timeout, timespec_t& ts) {
   if (timeout < 0) return nullptr;

@@ -48,8 +48,7 @@ typename Selector<T>::Slot& Selector<T>::freeSlot(const char* op, SocketHandle f
 // armed at once and counts until it is Finished or unregistered.
 template <class T>
 SocketHandle Selector<T>::addReservedKey(const char* op, EventSet events, T data, int param) {
-  UniqueFd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw OSError(errno, std::string(op) + ": open /dev/null");
+  UniqueFd fd = reserveDescriptor(op);
   Slot& slot = freeSlot(op, fd.get());
   slot.fd = fd.get();
   slot.events = events;

@@ -63,6 +63,15 @@ inline void openPipe(UniqueFd& readEnd, UniqueFd& writeEnd, const std::string& a
   writeEnd = std::move(w);
 }
 
+// A descriptor that names a key with no descriptor of its own (a timer, signal or process on a
+// kernel without such objects): while it is open, no socket can take its number. As Nim's
+// kqueue selector does, /dev/null, close-on-exec.
+inline UniqueFd reserveDescriptor(const std::string& at) {
+  UniqueFd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw OSError(errno, at + ": open /dev/null");
+  return fd;
+}
+
 // Empties a non-blocking pipe. False when it was empty already (for a user event: another
 // dispatcher watching it read it first).
 inline bool drainPipe(int fd) noexcept {
