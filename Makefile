@@ -15,7 +15,8 @@
 #   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
 #                     epoll floor (tools/install.sh bench installs them when root; ~11 min); writes
 #                     docs/bench.md (and its chart), build/bench/results.md and results.json
-#   make bench-quick  the same, one case and short runs (~2 min)
+#   make bench-quick  the same, one case and short runs (~2 min); BENCH_ONLY="http resp" (or echo,
+#                     programs) runs only those parts of either, leaving docs/bench.md alone
 #
 #   make tsan         the suite under ThreadSanitizer (cross-thread events, several dispatchers)
 #   make valgrind     the suite under valgrind's memcheck: no error, no leak
@@ -110,6 +111,12 @@ TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/obj/%.o)
 TESTS    := $(BUILD)/bin/tests
 TOOLS    := $(BUILD)/bin/demo $(BUILD)/bin/echo_server $(BUILD)/bin/reuseport_echo \
             $(BUILD)/bin/supervisor
+# An example with rules of its own (a fuzz harness for its parser, a check against a real client)
+# brings them in a .mk beside it, which adds its program to TOOLS, its check to EXAMPLES_CHECKS
+# and its fuzz run to FUZZ_MORE.
+EXAMPLES_CHECKS :=
+FUZZ_MORE       :=
+include $(wildcard tools/examples/*.mk)
 HEADERS  := include/asyncdispatch.hpp $(wildcard include/asyncdispatch/*.hpp)
 DOCTEST  := /usr/include/doctest/doctest.h
 
@@ -220,7 +227,7 @@ windows-run: $(WIN_TESTS)
 	timeout 600 env $(WINE) $(WIN_TESTS) $(if $(WIN_SKIPPED),--test-case-exclude="$(WIN_SKIPPED)")
 
 # The examples run for real: each is started, used or signalled, and must exit 0 in seconds.
-examples-check: $(BUILD)/bin/reuseport_echo $(BUILD)/bin/supervisor
+examples-check: $(BUILD)/bin/reuseport_echo $(BUILD)/bin/supervisor $(EXAMPLES_CHECKS)
 	bash tools/examples/check.sh $(BUILD)/bin
 
 # Without -Werror: g++ 12's -Wmaybe-uninitialized misfires on std::function inside std::regex
@@ -260,7 +267,7 @@ FUZZ_SECONDS ?= 60
 # function pointers. The library gets libFuzzer's coverage too (fuzzer-no-link).
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize=function -fno-sanitize-recover=all \
                 -fno-omit-frame-pointer
-fuzz:
+fuzz: $(FUZZ_MORE)
 	@echo 'extern "C" int LLVMFuzzerTestOneInput(const char*, long) { return 0; }' | \
 	  clang++ -x c++ -fsanitize=fuzzer - -o /dev/null 2>/dev/null || sh tools/install.sh check
 	$(MAKE) BUILD=build/fuzz CXX=clang++ SANITIZE="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" OPT="-O1 -g" \
@@ -357,11 +364,12 @@ bench-peers:
 	$(MAKE) bench-bins
 bench-bins: all $(BENCH_BINS)
 
+BENCH_ONLY ?=
 bench: bench-peers
-	python3 tools/bench/run.py
+	python3 tools/bench/run.py $(foreach p,$(BENCH_ONLY),--only $(p))
 
 bench-quick: bench-peers
-	python3 tools/bench/run.py --quick
+	python3 tools/bench/run.py --quick $(foreach p,$(BENCH_ONLY),--only $(p))
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null) $(wildcard build/bench/*.d)
 

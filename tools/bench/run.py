@@ -9,6 +9,8 @@ exactly around the load generator's measured window. Then every other bench prog
 build/bench/ runs and its `BENCH {json}` lines are collected into tables.
 """
 import argparse
+import glob
+import importlib
 import datetime
 import itertools
 import json
@@ -251,6 +253,25 @@ def run_programs(cfg, quick, deadline):
     return records
 
 
+def run_protocols(quick, pin, only):
+    """The protocol benches: each tools/bench/proto_NAME.py runs an example server of
+    tools/examples/ against its anchor and returns {"markdown": [lines], "data": ...}."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    sections = {}
+    for path in sorted(glob.glob(f"{here}/proto_*.py")):
+        name = os.path.basename(path)[len("proto_"):-len(".py")]
+        if only and name not in only:
+            continue
+        print(f"protocol bench: {name}", flush=True)
+        try:
+            sections[name] = importlib.import_module(f"proto_{name}").run(
+                quick=quick, pin=pin, note=note)
+        except Exception as e:  # one failed section must not lose the others' figures
+            note(f"protocol bench {name} failed: {e!r}")
+    return sections
+
+
 def command_output(cmd):
     """A command's first output line, or '?' when it is missing or fails."""
     try:
@@ -340,7 +361,7 @@ def result_tables(cfg, servers, table, records):
     return out
 
 
-def markdown(env, cfg, servers, table, records, mode):
+def markdown(env, cfg, servers, table, records, mode, protocols):
     """The human-readable report."""
     m, out = env["machine"], []
     out += [f"# asyncdispatch benchmarks ({mode})", "",
@@ -355,6 +376,8 @@ def markdown(env, cfg, servers, table, records, mode):
             "slower server finds more events per wait)",
             ""]
     out += result_tables(cfg, servers, table, records)
+    for section in protocols.values():
+        out += section["markdown"] + [""]
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(out)
@@ -441,7 +464,7 @@ def targets(cfg, table, records):
     return rows
 
 
-def bench_page(env, cfg, servers, table, records):
+def bench_page(env, cfg, servers, table, records, protocols):
     """docs/bench.md: what was measured and how, the tables, the targets and the chart."""
     out = ["# Benchmarks", "",
            f"Written by `make bench` (a full run) on a {machine_class(env)}; "
@@ -465,6 +488,8 @@ def bench_page(env, cfg, servers, table, records):
            "", "Versions: " + ", ".join(v if v.startswith(k) else f"{k} {v}"
                                          for k, v in env["versions"].items()) + ".", ""]
     out += result_tables(cfg, servers, table, records)
+    for section in protocols.values():
+        out += section["markdown"] + [""]
     rows = targets(cfg, table, records)
     if rows:
         out += ["## Targets", "", "| target | this run | met? |", "|---|---|---|"]
@@ -519,7 +544,11 @@ def main():
     args.add_argument("--quick", action="store_true", help="one case, short runs (~2 min)")
     args.add_argument("--case", action="append", default=[], metavar="CONNSxBYTES",
                       help="only this echo case, e.g. 1000x64 (repeatable; with --quick's runs)")
+    args.add_argument("--only", action="append", default=[], metavar="PART",
+                      help="only this part: echo, programs, or a protocol bench (http, resp); "
+                      "repeatable; a partial run leaves docs/bench.md alone")
     parsed = args.parse_args()
+    only = set(parsed.only)
     quick = parsed.quick or bool(parsed.case)
     cfg, mode = (QUICK, "quick") if quick else (FULL, "full")
     if parsed.case:
@@ -539,29 +568,31 @@ def main():
     runs, table = [], {}
     if not os.access(LOADGEN, os.X_OK):
         note(f"{LOADGEN} is not built: no echo runs")
-    elif servers:
+    elif servers and (not only or "echo" in only):
         print("echo servers:", ", ".join(servers), flush=True)
         runs = run_servers(cfg, servers, pin)
         table = summarize(runs, cfg["cases"], servers)
     print("bench programs:", flush=True)
-    records = run_programs(cfg, quick, deadline)
+    records = run_programs(cfg, quick, deadline) if not only or "programs" in only else []
+    protocols = run_protocols(quick, pin, only - {"echo", "programs"} if only else set())
 
     if table:
         chart(cfg, servers, table)
-    report = markdown(env, cfg, servers, table, records, mode)
+    report = markdown(env, cfg, servers, table, records, mode, protocols)
     with open(f"{OUT}/results.md", "w") as f:
         f.write(report)
     with open(f"{OUT}/results.json", "w") as f:
         json.dump(dict(env, mode=mode, config=cfg, servers=servers, runs=runs,
                        summary=[dict(case=c, server=s, **v) for (c, s), v in table.items()],
-                       bench=records, notes=notes), f, indent=1)
+                       bench=records, protocols={n: p["data"] for n, p in protocols.items()},
+                       notes=notes), f, indent=1)
     wrote = [f"{OUT}/results.md", f"{OUT}/results.json"]
     if os.path.exists(f"{OUT}/cpu_per_rt.svg"):
         wrote.append(f"{OUT}/cpu_per_rt.svg")
     # Only a full run speaks for the library: a quick one would replace its figures with one case.
-    if not quick and table:
+    if not quick and not only and table:
         with open(DOCS_PAGE, "w") as f:
-            f.write(bench_page(env, cfg, servers, table, records))
+            f.write(bench_page(env, cfg, servers, table, records, protocols))
         wrote.append(DOCS_PAGE)
         if os.path.exists(f"{OUT}/cpu_per_rt.svg"):
             os.makedirs(os.path.dirname(DOCS_CHART), exist_ok=True)
@@ -569,7 +600,7 @@ def main():
             wrote.append(DOCS_CHART)
     print("\n" + report)
     print("wrote " + ", ".join(wrote))
-    ran = any("failed" not in r for r in runs) or records
+    ran = any("failed" not in r for r in runs) or records or protocols
     return 0 if ran else 1
 
 
