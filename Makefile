@@ -15,8 +15,9 @@
 #   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
 #                     epoll floor (tools/install.sh bench installs them when root; ~11 min); writes
 #                     docs/bench.md (and its chart), build/bench/results.md and results.json
-#   make bench-quick  the same, one case and short runs (~2 min); BENCH_ONLY="http resp" (or echo,
-#                     programs) runs only those parts of either, leaving docs/bench.md alone
+#   make bench-quick  the same, one case and short runs (~2 min)
+#                     BENCH_ONLY="http resp" (or echo, programs) runs only those parts of either;
+#                     `make bench` then replaces only those sections of docs/bench.md
 #
 #   make tsan         the suite under ThreadSanitizer (cross-thread events, several dispatchers)
 #   make valgrind     the suite under valgrind's memcheck: no error, no leak

@@ -501,6 +501,43 @@ def bench_page(env, cfg, servers, table, records, protocols):
     return "\n".join(out)
 
 
+def split_sections(text):
+    """A page as its preamble and its '## ' sections, each a (heading, lines) pair, in order."""
+    head, parts = [], []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            parts.append((line, []))
+        (parts[-1][1] if parts else head).append(line)
+    return head, parts
+
+
+def refresh_page(new_lines, parts_run, date):
+    """A partial full-length run (--only) replaces the sections it measured in docs/bench.md and
+    keeps the others; each replaced section says when and how it was measured."""
+    if not os.path.exists(DOCS_PAGE):
+        return False
+    with open(DOCS_PAGE) as f:
+        head, parts = split_sections(f.read())
+    _, fresh = split_sections("\n".join(new_lines))
+    stamp = (f"Measured alone on {date[:10]} (`make bench BENCH_ONLY=\"{' '.join(parts_run)}\"`), "
+             "with the setup above.")
+    for heading, lines in fresh:
+        while lines and not lines[-1]:
+            lines.pop()
+        lines[1:1] = ["", stamp]
+        lines.append("")
+        at = next((i for i, (h, _) in enumerate(parts) if h == heading), None)
+        if at is None:
+            at = next((i for i, (h, _) in enumerate(parts) if h in ("## Targets", "## Chart")),
+                      len(parts))
+            parts.insert(at, (heading, lines))
+        else:
+            parts[at] = (heading, lines)
+    with open(DOCS_PAGE, "w") as f:
+        f.write("\n".join(head + [line for _, lines in parts for line in lines]).rstrip() + "\n")
+    return True
+
+
 def chart(cfg, servers, table):
     """Clustered bars of server CPU per round trip, drawn by gnuplot when it is installed."""
     if os.path.exists(f"{OUT}/cpu_per_rt.svg"):
@@ -546,7 +583,7 @@ def main():
                       help="only this echo case, e.g. 1000x64 (repeatable; with --quick's runs)")
     args.add_argument("--only", action="append", default=[], metavar="PART",
                       help="only this part: echo, programs, or a protocol bench (http, resp); "
-                      "repeatable; a partial run leaves docs/bench.md alone")
+                      "repeatable; without --quick it replaces those parts of docs/bench.md")
     parsed = args.parse_args()
     only = set(parsed.only)
     quick = parsed.quick or bool(parsed.case)
@@ -598,6 +635,12 @@ def main():
             os.makedirs(os.path.dirname(DOCS_CHART), exist_ok=True)
             shutil.copyfile(f"{OUT}/cpu_per_rt.svg", DOCS_CHART)
             wrote.append(DOCS_CHART)
+    elif not quick and only:
+        fresh = result_tables(cfg, servers, table, records)
+        for section in protocols.values():
+            fresh += section["markdown"] + [""]
+        if refresh_page(fresh, sorted(only), env["date"]):
+            wrote.append(f"{DOCS_PAGE} (the parts that ran)")
     print("\n" + report)
     print("wrote " + ", ".join(wrote))
     ran = any("failed" not in r for r in runs) or records or protocols
