@@ -8,10 +8,12 @@
 #   make examples-check  run the examples in tools/examples/ and check that each does its job
 #   make check        everything CI runs: formatting; the suite natively, under ASan+UBSan, TSan
 #                     and valgrind, built with clang; each public header compiled alone; the stub;
-#                     test-nopidfd; examples-check; 60 s of fuzzing; a 60 s soak; every other
+#                     test-nopidfd; examples-check; docs; 60 s of fuzzing; a 60 s soak; every other
 #                     backend (test-poll, asan-poll, test-kqueue and its emulator's self-test,
 #                     test-windows) and cross-check
 #   make format       clang-format every source file
+#   make docs         the API reference (Doxygen) in build/docs/html; fails on any warning, an
+#                     undocumented public name included (tools/install.sh docs installs doxygen)
 #   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
 #                     epoll floor (tools/install.sh bench installs them when root; ~11 min); writes
 #                     docs/bench.md (and its chart), build/bench/results.md and results.json
@@ -125,7 +127,7 @@ DOCTEST  := /usr/include/doctest/doctest.h
         test-eventports-quirks test-windows windows-run examples-check asan clang cross-check \
         cross-bins \
         headers stub check format format-check clean bench bench-quick bench-peers bench-bins \
-        tsan valgrind fuzz soak
+        tsan valgrind fuzz soak docs
 .DEFAULT_GOAL := all
 
 all: $(LIB) $(TOOLS)
@@ -294,6 +296,16 @@ $(BUILD)/headers/%.o: include/%.hpp
 	@mkdir -p $(dir $@)
 	printf '#include <%s>\n' $*.hpp | $(CXX) $(CXXFLAGS) -MF /dev/null -x c++ -c - -o $@
 
+# The API reference, from docs/Doxyfile. The headers in DOCS_PENDING are left out until their
+# comments are converted to `///`; `make docs DOCS_PENDING=` checks every header.
+DOCS_PENDING := include/asyncdispatch/future.hpp include/asyncdispatch/function.hpp \
+                include/asyncdispatch/combinators.hpp include/asyncdispatch/dispatcher.hpp
+docs:
+	@command -v doxygen >/dev/null || sh tools/install.sh docs
+	rm -rf build/docs && mkdir -p build/docs
+	DOCS_EXCLUDE="$(DOCS_PENDING)" doxygen docs/Doxyfile
+	@echo "docs: build/docs/html/index.html"
+
 # The stub backend is the porter's template: it must keep compiling, and say what is missing.
 stub:
 	$(MAKE) BUILD=build/stub BACKEND=stub WERROR=-Werror build/stub/bin/demo
@@ -328,6 +340,7 @@ check:
 	$(MAKE) WERROR=-Werror all test headers
 	$(MAKE) WERROR=-Werror test-nopidfd
 	$(MAKE) WERROR=-Werror examples-check
+	$(MAKE) docs
 	$(MAKE) asan
 	$(MAKE) clang
 	$(MAKE) stub

@@ -4,7 +4,8 @@
 #
 #   sh tools/install.sh test      doctest, the tests' one third-party package
 #   sh tools/install.sh check     everything `make check` runs: compilers, clang-format,
-#                                 valgrind, libFuzzer, and the windows group
+#                                 valgrind, libFuzzer, doxygen, and the windows group
+#   sh tools/install.sh docs      doxygen, for `make docs`
 #   sh tools/install.sh windows   the MinGW-w64 cross compiler (POSIX threads) and Wine
 #   sh tools/install.sh bench     the peers `make bench` compares against, strace and gnuplot
 set -eu
@@ -14,13 +15,14 @@ for group in "$@"; do
   case "$group" in
   test) packages="$packages doctest-dev" ;;
   windows) packages="$packages g++-mingw-w64-x86-64-posix wine64" ;;
+  docs) packages="$packages doxygen" ;;
   check)
-    packages="$packages g++ clang clang-format make doctest-dev valgrind libclang-rt-dev"
+    packages="$packages g++ clang clang-format make doctest-dev valgrind libclang-rt-dev doxygen"
     packages="$packages g++-mingw-w64-x86-64-posix wine64"
     ;;
   bench) packages="$packages libuv1-dev libev-dev libevent-dev libasio-dev nim strace gnuplot-nox python3" ;;
   *)
-    echo "tools/install.sh: unknown group '$group' (test, check, windows, bench)" >&2
+    echo "tools/install.sh: unknown group '$group' (test, check, windows, docs, bench)" >&2
     exit 2
     ;;
   esac

@@ -15,74 +15,80 @@
 
 namespace asyncdispatch {
 
-// Nim's InvalidIdent: the fd of a free slot in the selector's table.
+/// Nim's InvalidIdent: the fd of a free slot in the selector's table.
 inline constexpr SocketHandle InvalidIdent = static_cast<SocketHandle>(-1);
 
-// Nim's PData (alias AsyncData): the callbacks waiting on one descriptor, in the order they were
-// added. The loop runs them until one returns false (see processReadyKey).
+/// Nim's PData (alias AsyncData): the callbacks waiting on one descriptor, in the order they were
+/// added. The loop runs them until one returns false (see processReadyKey).
 struct PData {
-  AsyncFD fd{};
-  std::vector<Callback> readCBs;
-  std::vector<Callback> writeCBs;
+  AsyncFD fd{};                   ///< Nim's fd: the descriptor the callbacks wait on
+  std::vector<Callback> readCBs;  ///< Nim's readCBs: run when fd is readable
+  std::vector<Callback> writeCBs; ///< Nim's writeCBs: run when fd is writable
 };
-using AsyncData = PData;
+using AsyncData = PData; ///< Nim's AsyncData, PData's other name
 
+/// Prints data as dumpDispatcher does: the drawing's `PData { fd, readCBs, writeCBs }`.
 std::ostream& operator<<(std::ostream& os, const PData& data);
 
-// Nim's SelectorKey[T]: one registered descriptor, what it waits for and its data.
+/// Nim's SelectorKey[T]: one registered descriptor, what it waits for and its data.
 template <class T>
 struct SelectorKey {
-  SocketHandle fd = InvalidIdent;
-  EventSet events;
-  T data;
+  SocketHandle fd = InvalidIdent; ///< Nim's ident: the descriptor, InvalidIdent in a free slot
+  EventSet events;                ///< Nim's events: what the key waits for
+  T data;                         ///< Nim's data: the user data, a PData for the dispatcher
 };
 
-// Nim's ReadyKey: one event reported by selectInto. errorCode says what is known of an Error
-// event without consuming it: ECONNRESET for a hang-up, else 0. A backend never reads SO_ERROR:
-// that clears the error, and the operation that runs next (a pending connect) must see it.
+/// Nim's ReadyKey: one event reported by selectInto. errorCode says what is known of an Error
+/// event without consuming it: ECONNRESET for a hang-up, else 0. A backend never reads SO_ERROR:
+/// that clears the error, and the operation that runs next (a pending connect) must see it.
 struct ReadyKey {
-  SocketHandle fd = InvalidIdent;
-  EventSet events;
-  int errorCode = 0;
+  SocketHandle fd = InvalidIdent; ///< Nim's fd: the key's descriptor
+  EventSet events;                ///< Nim's events: what happened
+  int errorCode = 0;              ///< Nim's errorCode: ECONNRESET for a hang-up, else 0
 };
 
-// Nim's Selector[T]; each backend defines it (platform/<os>/selector.hpp), holding its kernel
-// handle (epollFD, kqFD or portFD), events[64] of the native event record, and fds.
+/// Nim's Selector[T]; each backend defines it (`platform/<os>/selector.hpp`), holding its kernel
+/// handle (epollFD, kqFD or portFD), events[64] of the native event record, and fds.
 template <class T>
 class Selector;
 
-// Nim's SelectEvent: a user event a Selector can watch (registerEvent) and any thread can wake
-// (trigger). Each backend defines it over its kernel's primitive (eventfd, a pipe, port_send).
+/// Nim's SelectEvent: a user event a Selector can watch (registerEvent) and any thread can wake
+/// (trigger). Each backend defines it over its kernel's primitive (eventfd, a pipe, port_send).
 class SelectEvent;
 
-// What the portable loop needs from a backend, in the order every backend implements it:
-//   Selector()               newSelector: open the kernel object (throws OSError)
-//   ~Selector()              close; also closes the kernel objects of registerTimer,
-//                            registerSignal and registerProcess still registered
-//   registerHandle(fd, ev, data)  start watching fd for ev (ev may be empty: registered, not armed)
-//   updateHandle(fd, ev)     change what fd is watched for
-//   unregister(fd)           forget fd (it is not closed, unless the selector made it: a timer,
-//                            signal or process key's kernel object is closed)
-//   registerTimer(ms, oneshot, data)  a timer key firing every ms (once if oneshot); its fd
-//   registerSignal(sig, data)     a key reporting sig (blocked for this thread meanwhile); its fd
-//   registerProcess(pid, data)    a key reporting once that the child pid exited; its fd
-//   registerEvent(ev, data), unregister(ev)  watch or forget a SelectEvent
-//   selectInto(timeout, keys)     wait at most timeout ms (-1: forever) and fill keys; returns
-//                            how many; EINTR is zero keys, not an error. Consumes what the
-//                            kernel queued for timer, signal and event keys; a oneshot timer
-//                            that fired and a process that exited report Finished and are
-//                            disarmed (no longer in count) until the loop unregisters them
-//   contains(fd), getData(fd)     the registry
-//   isCurrent(key)           whether key, from the last selectInto, still reports the registration
-//                            that holds key.fd now (a callback earlier in the batch may have
-//                            closed the descriptor and given its number to a new key)
-//   fds                      the table of SelectorKey<T>, indexed by descriptor (the drawing's)
-//   count                    armed registrations (non-empty event sets), Nim's `count`
-//   dump(os)                 print the kernel handle and the fds table in the drawing's notation
-// and of SelectEvent: its constructor (newSelectEvent), trigger() (safe from any thread; triggers
-// before the next selectInto coalesce), close() and getFd().
-// Misuse (registering twice, an unknown fd, a bad signal or pid) throws ValueError naming the call
-// and the value.
+/// Nim's ioselectors interface: what the portable loop needs from a backend. Every backend
+/// implements it in this order:
+/// ```
+///   Selector()               newSelector: open the kernel object (throws OSError)
+///   ~Selector()              close; also closes the kernel objects of registerTimer,
+///                            registerSignal and registerProcess still registered
+///   registerHandle(fd, ev, data)  start watching fd for ev (ev may be empty: registered, not
+///                            armed)
+///   updateHandle(fd, ev)     change what fd is watched for
+///   unregister(fd)           forget fd (it is not closed, unless the selector made it: a timer,
+///                            signal or process key's kernel object is closed)
+///   registerTimer(ms, oneshot, data)  a timer key firing every ms (once if oneshot); its fd
+///   registerSignal(sig, data)     a key reporting sig (blocked for this thread meanwhile); its fd
+///   registerProcess(pid, data)    a key reporting once that the child pid exited; its fd
+///   registerEvent(ev, data), unregister(ev)  watch or forget a SelectEvent
+///   selectInto(timeout, keys)     wait at most timeout ms (-1: forever) and fill keys; returns
+///                            how many; EINTR is zero keys, not an error. Consumes what the
+///                            kernel queued for timer, signal and event keys; a oneshot timer
+///                            that fired and a process that exited report Finished and are
+///                            disarmed (no longer in count) until the loop unregisters them
+///   contains(fd), getData(fd)     the registry
+///   isCurrent(key)           whether key, from the last selectInto, still reports the
+///                            registration that holds key.fd now (a callback earlier in the
+///                            batch may have closed the descriptor and given its number to a
+///                            new key)
+///   fds                      the table of SelectorKey<T>, indexed by descriptor (the drawing's)
+///   count                    armed registrations (non-empty event sets), Nim's `count`
+///   dump(os)                 print the kernel handle and the fds table in the drawing's notation
+/// ```
+/// and of SelectEvent: its constructor (newSelectEvent), trigger() (safe from any thread; triggers
+/// before the next selectInto coalesce), close() and getFd().
+/// Misuse (registering twice, an unknown fd, a bad signal or pid) throws ValueError naming the
+/// call and the value.
 template <class S, class T = PData, class E = SelectEvent>
 concept SelectorBackend =
     std::default_initializable<S> && !std::copy_constructible<S> && std::default_initializable<E> &&

@@ -13,13 +13,14 @@
 
 namespace asyncdispatch {
 
+/// Nim's FutureStream[T]: values written by one side, awaited in order by the other.
 template <class T>
 class FutureStream {
 public:
-  FutureStream() = default; // nil, like a default Future; use newFutureStream
+  FutureStream() = default; ///< nil, like a default Future; use newFutureStream
 
-  // Nim's write: queues value (no backpressure) and returns a finished future; a stream that is
-  // finished gives a failed one instead (Nim's message). A waiting read gets the value at once.
+  /// Nim's write: queues value (no backpressure) and returns a finished future; a stream that is
+  /// finished gives a failed one instead (Nim's message). A waiting read gets the value at once.
   Future<void> write(T value) const {
     State& s = state();
     Future<void> done = newFuture<void>("FutureStream.write");
@@ -33,8 +34,8 @@ public:
     return done;
   }
 
-  // Nim's complete: no more values; reads get (false, T{}) once the queue is empty. Completing
-  // twice is allowed; completing a failed stream throws ValueError (Nim asserts).
+  /// Nim's complete: no more values; reads get (false, T{}) once the queue is empty. Completing
+  /// twice is allowed; completing a failed stream throws ValueError (Nim asserts).
   void complete() const {
     State& s = state();
     if (s.error) throw ValueError("FutureStream.complete: Trying to complete failed stream");
@@ -42,7 +43,7 @@ public:
     s.serveReaders();
   }
 
-  // Nim's fail: the stream ends with an error, which reads get once the queue is empty.
+  /// Nim's fail: the stream ends with an error, which reads get once the queue is empty.
   void fail(std::exception_ptr error) const {
     State& s = state();
     if (s.finished) throw ValueError("FutureStream.fail: the stream is already finished");
@@ -52,9 +53,9 @@ public:
     s.serveReaders();
   }
 
-  // Nim's read: (true, value) for the next value, (false, T{}) once the stream is complete and
-  // empty; fails with the stream's error. Beyond Nim, several pending reads are served in order,
-  // and cancelling a pending read takes it out of the line.
+  /// Nim's read: (true, value) for the next value, (false, T{}) once the stream is complete and
+  /// empty; fails with the stream's error. Beyond Nim, several pending reads are served in order,
+  /// and cancelling a pending read takes it out of the line.
   Future<std::pair<bool, T>> read() const {
     State& s = state();
     Future<std::pair<bool, T>> next = newFuture<std::pair<bool, T>>("FutureStream.read");
@@ -64,11 +65,11 @@ public:
     return next;
   }
 
-  // Nim's finished: complete (or failed) and nothing left to read.
+  /// Nim's finished: complete (or failed) and nothing left to read.
   bool finished() const { return state().finished && state().queue.empty(); }
-  // Nim's failed: the stream ended with an error.
+  /// Nim's failed: the stream ended with an error.
   bool failed() const { return state().error != nullptr; }
-  // Nim's len: how many values wait to be read.
+  /// Nim's len: how many values wait to be read.
   std::size_t len() const { return state().queue.size(); }
 
 private:
@@ -133,15 +134,15 @@ private:
   std::shared_ptr<State> state_;
 };
 
-// Nim's newFutureStream[T](fromProc): an empty, open stream (fromProc is unused, as in Nim).
+/// Nim's newFutureStream[T](fromProc): an empty, open stream (fromProc is unused, as in Nim).
 template <class T>
 FutureStream<T> newFutureStream(const char* fromProc = "unspecified") {
   (void)fromProc;
   return FutureStream<T>(std::make_shared<typename FutureStream<T>::State>());
 }
 
-// Nim's readAll: every string of the stream, concatenated, once it is complete; fails if the
-// stream fails.
+/// Nim's readAll: every string of the stream, concatenated, once it is complete; fails if the
+/// stream fails.
 Future<std::string> readAll(FutureStream<std::string> stream);
 
 } // namespace asyncdispatch

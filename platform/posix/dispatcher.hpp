@@ -7,7 +7,10 @@
 
 namespace asyncdispatch {
 
+/// Nim's PDispatcher on POSIX: the timers and callbacks every backend has, plus the selector.
+/// Reached through a PDispatcher; newDispatcher makes one.
 struct Dispatcher : DispatcherBase {
+  /// Opens the selector, as Nim's newDispatcher does.
   Dispatcher() = default;
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
@@ -15,10 +18,10 @@ struct Dispatcher : DispatcherBase {
   // they may touch from their destructors are all still there.
   ~Dispatcher() { suspended.destroyAll(); }
 
-  Selector<PData> selector;
+  Selector<PData> selector; ///< Nim's selector: the descriptors and what they wait for
 };
 
-// Nim's getIoHandler: the dispatcher's selector.
+/// Nim's getIoHandler: the dispatcher's selector.
 Selector<PData>& getIoHandler(const PDispatcher& disp);
 
 namespace detail {
