@@ -3,10 +3,11 @@
 # installed already. The Makefile and .ci/run call it; the Makefile itself installs nothing.
 #
 #   sh tools/install.sh test      doctest, the tests' one third-party package
-#   sh tools/install.sh check     everything `make check` runs: compilers, clang-format,
+#   sh tools/install.sh check     everything `make check` runs: compilers, clang-format, curl,
 #                                 valgrind, libFuzzer, and the windows group
 #   sh tools/install.sh windows   the MinGW-w64 cross compiler (POSIX threads) and Wine
-#   sh tools/install.sh bench     the peers `make bench` compares against, strace and gnuplot
+#   sh tools/install.sh bench     the peers `make bench` compares against (nginx, wrk among
+#                                 them), strace and gnuplot
 set -eu
 
 packages=""
@@ -15,10 +16,13 @@ for group in "$@"; do
   test) packages="$packages doctest-dev" ;;
   windows) packages="$packages g++-mingw-w64-x86-64-posix wine64" ;;
   check)
-    packages="$packages g++ clang clang-format make doctest-dev valgrind libclang-rt-dev"
+    packages="$packages g++ clang clang-format make doctest-dev valgrind libclang-rt-dev curl"
     packages="$packages g++-mingw-w64-x86-64-posix wine64"
     ;;
-  bench) packages="$packages libuv1-dev libev-dev libevent-dev libasio-dev nim strace gnuplot-nox python3" ;;
+  bench)
+    packages="$packages libuv1-dev libev-dev libevent-dev libasio-dev nim strace gnuplot-nox python3"
+    packages="$packages wrk nginx-light"
+    ;;
   *)
     echo "tools/install.sh: unknown group '$group' (test, check, windows, bench)" >&2
     exit 2
