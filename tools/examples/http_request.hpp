@@ -187,15 +187,23 @@ private:
     while (last > first && (line[last - 1] == ' ' || line[last - 1] == '\t'))
       --last;
     const std::string_view value = line.substr(first, last - first);
-    if (equalsIgnoreCase(name, "content-length")) {
-      parseContentLength(value);
-    } else if (equalsIgnoreCase(name, "transfer-encoding")) {
-      fail(501); // chunked bodies are not implemented: their framing cannot be guessed
-    } else if (equalsIgnoreCase(name, "host")) {
+    // The length picks the one name worth comparing: most fields are none of these.
+    switch (name.size()) {
+    case 4:
+      if (!equalsIgnoreCase(name, "host")) break;
       if (request_.hasHost) fail(400);
       request_.hasHost = true;
-    } else if (equalsIgnoreCase(name, "connection")) {
-      parseConnection(value);
+      break;
+    case 10:
+      if (equalsIgnoreCase(name, "connection")) parseConnection(value);
+      break;
+    case 14:
+      if (equalsIgnoreCase(name, "content-length")) parseContentLength(value);
+      break;
+    case 17:
+      // Chunked bodies are not implemented, and without them no framing can be trusted.
+      if (equalsIgnoreCase(name, "transfer-encoding")) fail(501);
+      break;
     }
   }
 
