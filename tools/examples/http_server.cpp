@@ -210,9 +210,9 @@ Future<void> serveConnection(Server& s, AsyncFD fd) {
   c.fd = fd;
   link(s, c);
   std::size_t capacity = kInitialBuffer;
-  std::unique_ptr<char[]> in = std::make_unique_for_overwrite<char[]>(capacity);
-  std::size_t begin = 0, end = 0; // the unanswered bytes: [begin, end)
-  std::size_t want = 0;           // a whole request's size, once its header says
+  std::unique_ptr<char[]> in(new char[capacity]); // not zeroed: recv fills it
+  std::size_t begin = 0, end = 0;                 // the unanswered bytes: [begin, end)
+  std::size_t want = 0;                           // a whole request's size, once its header says
   std::string out;
   out.reserve(4096);
   http::RequestParser parser;
@@ -233,7 +233,7 @@ Future<void> serveConnection(Server& s, AsyncFD fd) {
       if (needed > capacity) {
         const std::size_t grown = needed > capacity * 2 ? needed : capacity * 2;
         capacity = grown < kMaxBuffer ? grown : kMaxBuffer;
-        std::unique_ptr<char[]> bigger = std::make_unique_for_overwrite<char[]>(capacity);
+        std::unique_ptr<char[]> bigger(new char[capacity]);
         std::memcpy(bigger.get(), in.get(), end);
         in = std::move(bigger);
       }
