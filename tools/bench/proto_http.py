@@ -216,12 +216,14 @@ def run(quick, pin, note):
                        f"{f(rps_ratio, '.2f')} | {f(a_cpu, '.2f')} | {f(n_cpu, '.2f')} | "
                        f"{f(cpu_ratio, '.2f')} |")
     plain = [t for t in table if t["pipeline"] == 1 and t["rps_ratio"] and t["cpu_ratio"]]
+    def span(key):
+        low, high = min(t[key] for t in plain), max(t[key] for t in plain)
+        return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f} to {high:.2f}"
+
     if plain:
         section += ["", "Where it stands: without pipelining http_server serves "
-                    f"{min(t['rps_ratio'] for t in plain):.2f} to "
-                    f"{max(t['rps_ratio'] for t in plain):.2f} times nginx's requests per second "
-                    f"at {min(t['cpu_ratio'] for t in plain):.2f} to "
-                    f"{max(t['cpu_ratio'] for t in plain):.2f} times its CPU per request. Both "
+                    f"{span('rps_ratio')} times nginx's requests per second at "
+                    f"{span('cpu_ratio')} times its CPU per request. Both "
                     "make the same system calls per request (one `recvfrom`, one `sendto` or "
                     "`writev`, a share of `epoll_wait`; `strace -c`), so the kernel's TCP work "
                     "is most of either figure; a callgrind profile of http_server puts its own "

@@ -122,7 +122,8 @@ elapsed_ms=$((($(date +%s%N) - started) / 1000000))
 exec 3<&-
 # read gives 1 at end of file, more than 128 when its own timeout passed.
 [ "$read_status" = 1 ] || fail "the stalled connection was not closed (read: $read_status)"
-[ "$elapsed_ms" -ge $((timeout_ms - 300)) ] || fail "the stalled connection closed early: $elapsed_ms ms"
+# The server's clock is its last sweep's (every 250 ms), so a deadline may come that much early.
+[ "$elapsed_ms" -ge $((timeout_ms - 500)) ] || fail "the stalled connection closed early: $elapsed_ms ms"
 [ "$elapsed_ms" -le $((timeout_ms + 3000)) ] || fail "the stalled connection lived $elapsed_ms ms"
 echo "examples-check: http_server: a stalled half request was closed after $elapsed_ms ms while others were served"
 
