@@ -4,10 +4,12 @@
 #
 #   sh tools/install.sh test      doctest, the tests' one third-party package
 #   sh tools/install.sh check     everything `make check` runs: compilers, clang-format,
-#                                 valgrind, libFuzzer, doxygen, and the windows group
+#                                 valgrind, libFuzzer, doxygen, the examples' clients (curl)
+#                                 and the windows group
 #   sh tools/install.sh docs      doxygen, for `make docs`
 #   sh tools/install.sh windows   the MinGW-w64 cross compiler (POSIX threads) and Wine
-#   sh tools/install.sh bench     the peers `make bench` compares against, strace and gnuplot
+#   sh tools/install.sh bench     the peers `make bench` compares against (nginx, wrk among
+#                                 them), strace and gnuplot
 set -eu
 
 packages=""
@@ -18,9 +20,13 @@ for group in "$@"; do
   docs) packages="$packages doxygen" ;;
   check)
     packages="$packages g++ clang clang-format make doctest-dev valgrind libclang-rt-dev doxygen"
+    packages="$packages curl"
     packages="$packages g++-mingw-w64-x86-64-posix wine64"
     ;;
-  bench) packages="$packages libuv1-dev libev-dev libevent-dev libasio-dev nim strace gnuplot-nox python3" ;;
+  bench)
+    packages="$packages libuv1-dev libev-dev libevent-dev libasio-dev nim strace gnuplot-nox python3"
+    packages="$packages wrk nginx-light"
+    ;;
   *)
     echo "tools/install.sh: unknown group '$group' (test, check, windows, docs, bench)" >&2
     exit 2
