@@ -31,7 +31,8 @@ inline bool parseInteger(std::string_view text, std::int64_t& value) {
   if (text.empty() || text.size() > 20) return false;
   const bool negative = text[0] == '-';
   if (negative) text.remove_prefix(1);
-  if (text.empty() || (text[0] == '0' && text.size() > 1)) return false;
+  // "0" alone is the one number that starts with a zero ("-0" is refused too).
+  if (text.empty() || (text[0] == '0' && (text.size() > 1 || negative))) return false;
   std::uint64_t magnitude = 0;
   for (char c : text) {
     if (c < '0' || c > '9') return false;
