@@ -6,6 +6,7 @@
 #   make test         build and run the test suite (tools/install.sh installs doctest when root)
 #   make test-nopidfd the addProcess tests with ASYNCDISPATCH_NO_PIDFD=1 (the SIGCHLD fallback)
 #   make examples-check  run the examples in tools/examples/ and check that each does its job
+#                     (resp_server against redis-cli, tools/install.sh check installs it)
 #   make check        everything CI runs: formatting; the suite natively, under ASan+UBSan, TSan
 #                     and valgrind, built with clang; each public header compiled alone; the stub;
 #                     test-nopidfd; examples-check; 60 s of fuzzing; a 60 s soak; every other
@@ -13,15 +14,15 @@
 #                     test-windows) and cross-check
 #   make format       clang-format every source file
 #   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
-#                     epoll floor (tools/install.sh bench installs them when root; ~11 min); writes
+#                     epoll floor, and resp_server against redis-server (tools/install.sh bench installs them when root; ~11 min); writes
 #                     docs/bench.md (and its chart), build/bench/results.md and results.json
 #   make bench-quick  the same, one case and short runs (~2 min); BENCH_ONLY="http resp" (or echo,
 #                     programs) runs only those parts of either, leaving docs/bench.md alone
 #
 #   make tsan         the suite under ThreadSanitizer (cross-thread events, several dispatchers)
 #   make valgrind     the suite under valgrind's memcheck: no error, no leak
-#   make fuzz         the libFuzzer harness of tools/fuzz/ for FUZZ_SECONDS (default 60) from its
-#                     committed corpus (clang, ASan+UBSan)
+#   make fuzz         the libFuzzer harnesses of tools/fuzz/ (the dispatcher, the RESP parser) for
+#                     FUZZ_SECONDS (default 60) each from their committed corpora (clang, ASan+UBSan)
 #   make soak         build/bin/soak: 1,000 echo connections for SOAK_SECONDS (default 60)
 #
 #   make test-windows the suite cross-built for Windows (BACKEND=iocp) and run under Wine

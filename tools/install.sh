@@ -4,9 +4,10 @@
 #
 #   sh tools/install.sh test      doctest, the tests' one third-party package
 #   sh tools/install.sh check     everything `make check` runs: compilers, clang-format,
-#                                 valgrind, libFuzzer, and the windows group
+#                                 valgrind, libFuzzer, redis-cli, and the windows group
 #   sh tools/install.sh windows   the MinGW-w64 cross compiler (POSIX threads) and Wine
-#   sh tools/install.sh bench     the peers `make bench` compares against, strace and gnuplot
+#   sh tools/install.sh bench     the peers `make bench` compares against (redis-server among
+#                                 them), strace and gnuplot
 set -eu
 
 packages=""
@@ -15,10 +16,13 @@ for group in "$@"; do
   test) packages="$packages doctest-dev" ;;
   windows) packages="$packages g++-mingw-w64-x86-64-posix wine64" ;;
   check)
-    packages="$packages g++ clang clang-format make doctest-dev valgrind libclang-rt-dev"
+    packages="$packages g++ clang clang-format make doctest-dev valgrind libclang-rt-dev redis-tools"
     packages="$packages g++-mingw-w64-x86-64-posix wine64"
     ;;
-  bench) packages="$packages libuv1-dev libev-dev libevent-dev libasio-dev nim strace gnuplot-nox python3" ;;
+  bench)
+    packages="$packages libuv1-dev libev-dev libevent-dev libasio-dev nim strace gnuplot-nox python3"
+    packages="$packages redis-server redis-tools"
+    ;;
   *)
     echo "tools/install.sh: unknown group '$group' (test, check, windows, bench)" >&2
     exit 2
@@ -47,3 +51,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get -qq -o DPkg::Lock::Timeout=600 update
 # shellcheck disable=SC2086
 apt-get -qq -y -o DPkg::Lock::Timeout=600 install --no-install-recommends $missing >/dev/null
+# Debian starts redis-server's system service where an install may start services: the bench
+# runs its own on ports of its own, so the system one is stopped to leave nothing running.
+case " $missing " in
+*" redis-server "*) service redis-server stop >/dev/null 2>&1 || true ;;
+esac
