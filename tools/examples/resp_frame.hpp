@@ -37,7 +37,8 @@ inline bool parseInteger(std::string_view text, std::int64_t& value) {
   for (char c : text) {
     if (c < '0' || c > '9') return false;
     const auto digit = static_cast<std::uint64_t>(c - '0');
-    if (magnitude > (UINT64_MAX - digit) / 10) return false;
+    // Only a 19th or 20th digit can take 64 bits over.
+    if (text.size() > 18 && magnitude > (UINT64_MAX - digit) / 10) return false;
     magnitude = magnitude * 10 + digit;
   }
   // INT64_MIN's magnitude is one more than INT64_MAX's.
@@ -69,12 +70,13 @@ public:
       case State::Inline:
         return parseInline(data, size);
       case State::Count: {
-        const char* nl = findLine(data, size, "ERR Protocol error: too big mbulk count string");
-        if (nl == nullptr) return state_ == State::Failed ? Status::Error : Status::NeedMore;
         std::int64_t count = 0;
-        if (!lineNumber(data + 1, nl, count) || count > std::int64_t(kMaxArgs))
+        const Header got =
+            header(data, size, "ERR Protocol error: too big mbulk count string", count);
+        if (got == Header::Partial) return Status::NeedMore;
+        if (got == Header::Failed) return Status::Error;
+        if (got == Header::NotANumber || count > std::int64_t(kMaxArgs))
           return fail("ERR Protocol error: invalid multibulk length");
-        pos_ = static_cast<std::size_t>(nl - data) + 1;
         if (count <= 0) return frame(data); // Redis runs nothing for *0 or *-1
         remaining_ = static_cast<std::size_t>(count);
         spans_.reserve(remaining_ < 1024 ? remaining_ : 1024);
@@ -89,13 +91,13 @@ public:
           state_ = State::Failed;
           return Status::Error;
         }
-        const char* nl = findLine(data, size, "ERR Protocol error: too big bulk count string");
-        if (nl == nullptr) return state_ == State::Failed ? Status::Error : Status::NeedMore;
         std::int64_t length = 0;
-        if (!lineNumber(data + pos_ + 1, nl, length) || length < 0 ||
-            length > std::int64_t(kMaxBulkLength))
+        const Header got =
+            header(data, size, "ERR Protocol error: too big bulk count string", length);
+        if (got == Header::Partial) return Status::NeedMore;
+        if (got == Header::Failed) return Status::Error;
+        if (got == Header::NotANumber || length < 0 || length > std::int64_t(kMaxBulkLength))
           return fail("ERR Protocol error: invalid bulk length");
-        pos_ = static_cast<std::size_t>(nl - data) + 1;
         bulk_ = static_cast<std::size_t>(length);
         if (pos_ + bulk_ + 2 > kMaxFrameLength)
           return fail("ERR Protocol error: request longer than 64 MiB");
@@ -128,6 +130,33 @@ private:
   struct Span {
     std::size_t offset, length;
   };
+
+  enum class Header { Number, Partial, NotANumber, Failed };
+
+  // The header line at pos_ ("*N" or "$N"): its number, with pos_ moved past the line; Partial
+  // when the line has not all arrived; Failed when it is longer than any header may be.
+  Header header(const char* data, std::size_t size, const char* tooBig, std::int64_t& value) {
+    // The common case first, in one pass without memchr: a line not seen before, all here, with
+    // a number of at most 18 digits (no overflow) in the canonical form parseInteger accepts.
+    if (scan_ <= pos_) {
+      std::size_t i = pos_ + 1;
+      std::uint64_t n = 0;
+      while (i < size && i - pos_ <= 18 && data[i] >= '0' && data[i] <= '9')
+        n = n * 10 + static_cast<std::uint64_t>(data[i++] - '0');
+      const std::size_t digits = i - pos_ - 1;
+      if (digits > 0 && (digits == 1 || data[pos_ + 1] != '0') && i + 1 < size && data[i] == '\r' &&
+          data[i + 1] == '\n') {
+        value = static_cast<std::int64_t>(n);
+        pos_ = i + 2;
+        return Header::Number;
+      }
+    }
+    const char* nl = findLine(data, size, tooBig);
+    if (nl == nullptr) return state_ == State::Failed ? Header::Failed : Header::Partial;
+    if (!lineNumber(data + pos_ + 1, nl, value)) return Header::NotANumber;
+    pos_ = static_cast<std::size_t>(nl - data) + 1;
+    return Header::Number;
+  }
 
   // A header line starting at pos_ ("*N" or "$N"): its '\n', or null when it has not all arrived
   // (or, with the parser failed, when it is longer than any header may be).
