@@ -240,69 +240,67 @@ void unknownCommand(const std::vector<std::string_view>& a, std::string& out) {
   replyError(out, message);
 }
 
-// Runs one request; false when the connection is to close after its replies (QUIT).
-bool execute(Server& s, const std::vector<std::string_view>& a, std::string& out) {
+// Runs one request but QUIT, which the connection's loop answers itself.
+void execute(Server& s, const std::vector<std::string_view>& a, std::string& out) {
   const std::string_view name = a[0];
   const std::size_t n = a.size();
   switch (name.size()) {
   case 3:
     if (equalsUpper(name, "GET")) {
-      if (n != 2) return replyArity(out, "get"), true;
+      if (n != 2) return replyArity(out, "get");
       const Entry* e = lookup(s, a[1]);
-      if (e == nullptr) return replyNull(out), true;
-      return replyBulk(out, e->value), true;
+      if (e == nullptr) return replyNull(out);
+      return replyBulk(out, e->value);
     }
     if (equalsUpper(name, "SET")) {
-      if (n < 3) return replyArity(out, "set"), true;
-      return commandSet(s, a, out), true;
+      if (n < 3) return replyArity(out, "set");
+      return commandSet(s, a, out);
     }
     if (equalsUpper(name, "DEL")) {
-      if (n < 2) return replyArity(out, "del"), true;
+      if (n < 2) return replyArity(out, "del");
       std::int64_t removed = 0;
       for (std::size_t i = 1; i < n; ++i) {
         if (lookup(s, a[i]) == nullptr) continue;
         s.keys.erase(s.keys.find(a[i]));
         ++removed;
       }
-      return replyInteger(out, removed), true;
+      return replyInteger(out, removed);
     }
     if (equalsUpper(name, "TTL")) {
-      if (n != 2) return replyArity(out, "ttl"), true;
-      return commandTtl(s, a[1], out), true;
+      if (n != 2) return replyArity(out, "ttl");
+      return commandTtl(s, a[1], out);
     }
     break;
   case 4:
     if (equalsUpper(name, "PING")) {
-      if (n > 2) return replyArity(out, "ping"), true;
-      if (n == 2) return replyBulk(out, a[1]), true;
-      return replySimple(out, "PONG"), true;
+      if (n > 2) return replyArity(out, "ping");
+      if (n == 2) return replyBulk(out, a[1]);
+      return replySimple(out, "PONG");
     }
     if (equalsUpper(name, "ECHO")) {
-      if (n != 2) return replyArity(out, "echo"), true;
-      return replyBulk(out, a[1]), true;
+      if (n != 2) return replyArity(out, "echo");
+      return replyBulk(out, a[1]);
     }
     if (equalsUpper(name, "INCR")) {
-      if (n != 2) return replyArity(out, "incr"), true;
-      return commandIncr(s, a[1], out), true;
+      if (n != 2) return replyArity(out, "incr");
+      return commandIncr(s, a[1], out);
     }
-    if (equalsUpper(name, "QUIT")) return replySimple(out, "OK"), false;
     break;
   case 6:
     if (equalsUpper(name, "EXISTS")) {
-      if (n < 2) return replyArity(out, "exists"), true;
+      if (n < 2) return replyArity(out, "exists");
       std::int64_t found = 0;
       for (std::size_t i = 1; i < n; ++i)
         found += lookup(s, a[i]) != nullptr;
-      return replyInteger(out, found), true;
+      return replyInteger(out, found);
     }
     if (equalsUpper(name, "EXPIRE")) {
-      if (n < 3) return replyArity(out, "expire"), true;
-      return commandExpire(s, a, out), true;
+      if (n < 3) return replyArity(out, "expire");
+      return commandExpire(s, a, out);
     }
     break;
   }
   unknownCommand(a, out);
-  return true;
 }
 
 constexpr std::size_t kBufferSize = 16384;
@@ -333,7 +331,13 @@ Future<void> serveClient(Server& s, AsyncFD client) {
           open = false;
           break;
         }
-        if (!parser.args().empty()) open = execute(s, parser.args(), out);
+        const auto& args = parser.args();
+        if (!args.empty() && equalsUpper(args[0], "QUIT")) {
+          replySimple(out, "OK");
+          open = false; // after the replies so far and this one
+        } else if (!args.empty()) {
+          execute(s, args, out);
+        }
         consumed += parser.frameLength();
       }
       // The unfinished request moves to the front; its parser counts from its start.
