@@ -6,7 +6,8 @@
 #   make test         build and run the test suite (tools/install.sh installs doctest when root)
 #   make test-nopidfd the addProcess tests with ASYNCDISPATCH_NO_PIDFD=1 (the SIGCHLD fallback)
 #   make examples-check  run the examples in tools/examples/ and check that each does its job
-#                     (http_server: curl, pipelining, malformed requests, a slowloris, SIGTERM)
+#                     (http_server against curl: pipelining, malformed requests, a slowloris,
+#                     SIGTERM; resp_server against redis-cli; tools/install.sh check installs both)
 #   make check        everything CI runs: formatting; the suite natively, under ASan+UBSan, TSan
 #                     and valgrind, built with clang; each public header compiled alone; the stub;
 #                     test-nopidfd; examples-check; docs; 60 s of fuzzing; a 60 s soak; every other
@@ -16,18 +17,19 @@
 #   make docs         the API reference (Doxygen) in build/docs/html; fails on any warning, an
 #                     undocumented public name included (tools/install.sh docs installs doxygen)
 #   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
-#                     epoll floor, and the HTTP example against nginx under wrk (tools/install.sh
-#                     bench installs them when root; ~13 min); writes
-#                     docs/bench.md (and its chart), build/bench/results.md and results.json
+#                     epoll floor; the HTTP example against nginx under wrk and the RESP example
+#                     against redis-server (tools/install.sh bench installs them when root;
+#                     ~17 min); writes docs/bench.md (and its chart), build/bench/results.md and
+#                     results.json
 #   make bench-quick  the same, one case and short runs (~2 min)
 #                     BENCH_ONLY="http resp" (or echo, programs) runs only those parts of either;
 #                     `make bench` then replaces only those sections of docs/bench.md
 #
 #   make tsan         the suite under ThreadSanitizer (cross-thread events, several dispatchers)
 #   make valgrind     the suite under valgrind's memcheck: no error, no leak
-#   make fuzz         the libFuzzer harnesses of tools/fuzz/ (the dispatcher; the examples' parsers,
-#                     e.g. fuzz-http) for FUZZ_SECONDS (default 60) each from their committed
-#                     corpora (clang, ASan+UBSan)
+#   make fuzz         the libFuzzer harnesses of tools/fuzz/ (the dispatcher; the HTTP and RESP
+#                     parsers: fuzz-http, fuzz-resp) for FUZZ_SECONDS (default 60) each from their
+#                     committed corpora (clang, ASan+UBSan)
 #   make soak         build/bin/soak: 1,000 echo connections for SOAK_SECONDS (default 60)
 #
 #   make test-windows the suite cross-built for Windows (BACKEND=iocp) and run under Wine

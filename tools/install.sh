@@ -4,12 +4,12 @@
 #
 #   sh tools/install.sh test      doctest, the tests' one third-party package
 #   sh tools/install.sh check     everything `make check` runs: compilers, clang-format,
-#                                 valgrind, libFuzzer, doxygen, the examples' clients (curl)
-#                                 and the windows group
+#                                 valgrind, libFuzzer, doxygen, the examples' clients (curl,
+#                                 redis-cli) and the windows group
 #   sh tools/install.sh docs      doxygen, for `make docs`
 #   sh tools/install.sh windows   the MinGW-w64 cross compiler (POSIX threads) and Wine
-#   sh tools/install.sh bench     the peers `make bench` compares against (nginx, wrk among
-#                                 them), strace and gnuplot
+#   sh tools/install.sh bench     the peers `make bench` compares against (nginx, wrk and
+#                                 redis-server among them), strace and gnuplot
 set -eu
 
 packages=""
@@ -20,12 +20,12 @@ for group in "$@"; do
   docs) packages="$packages doxygen" ;;
   check)
     packages="$packages g++ clang clang-format make doctest-dev valgrind libclang-rt-dev doxygen"
-    packages="$packages curl"
+    packages="$packages curl redis-tools"
     packages="$packages g++-mingw-w64-x86-64-posix wine64"
     ;;
   bench)
     packages="$packages libuv1-dev libev-dev libevent-dev libasio-dev nim strace gnuplot-nox python3"
-    packages="$packages wrk nginx-light"
+    packages="$packages wrk nginx-light redis-server redis-tools"
     ;;
   *)
     echo "tools/install.sh: unknown group '$group' (test, check, windows, docs, bench)" >&2
@@ -55,3 +55,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get -qq -o DPkg::Lock::Timeout=600 update
 # shellcheck disable=SC2086
 apt-get -qq -y -o DPkg::Lock::Timeout=600 install --no-install-recommends $missing >/dev/null
+# Debian starts redis-server's system service where an install may start services: the bench
+# runs its own on ports of its own, so the system one is stopped to leave nothing running.
+case " $missing " in
+*" redis-server "*) service redis-server stop >/dev/null 2>&1 || true ;;
+esac
