@@ -1,4 +1,4 @@
-// Seeds: tools/fuzz/resp_corpus/ holds one request stream per case, written by hand with printf:
+// Seeds: tools/fuzz/corpus_resp/ holds one request stream per case, written by hand with printf:
 // arrays, inline commands, a pipeline of both, numbers at their limits, and malformed frames.
 //
 // The libFuzzer harness of the RESP request parser (tools/examples/resp_frame.hpp), run by `make

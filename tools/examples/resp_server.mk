@@ -16,9 +16,9 @@ fuzz-resp:
 	@mkdir -p build/fuzz
 	clang++ -std=c++20 -O1 -g -Itools/examples $(FUZZ_SAN) -fsanitize=fuzzer \
 	  tools/fuzz/resp_fuzz.cpp -o build/fuzz/resp_fuzz
-	rm -rf build/fuzz/resp_corpus && mkdir -p build/fuzz/resp_corpus && \
-	  cp tools/fuzz/resp_corpus/* build/fuzz/resp_corpus/
+	rm -rf build/fuzz/corpus_resp && mkdir -p build/fuzz/corpus_resp && \
+	  cp tools/fuzz/corpus_resp/* build/fuzz/corpus_resp/
 	timeout $$(( $(FUZZ_SECONDS) + 300 )) build/fuzz/resp_fuzz -max_total_time=$(FUZZ_SECONDS) \
 	  -print_final_stats=1 -timeout=20 -rss_limit_mb=4096 -artifact_prefix=build/fuzz/resp- \
-	  build/fuzz/resp_corpus > build/fuzz/resp_last.log 2>&1; \
+	  build/fuzz/corpus_resp > build/fuzz/resp_last.log 2>&1; \
 	  status=$$?; tail -n 25 build/fuzz/resp_last.log; exit $$status
