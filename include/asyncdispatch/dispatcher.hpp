@@ -132,10 +132,13 @@ void setGlobalDispatcher(PDispatcher disp);
 // Nim's getGlobalDispatcher: this thread's dispatcher, made on first use.
 PDispatcher getGlobalDispatcher();
 
-// Nim's callSoon: runs cb from the callback phase of a later poll (never inline).
+// Nim's callSoon: runs cb, any callable void() (a function, a lambda, a move-only object),
+// from the callback phase of a later poll (never inline). ValueError for a null function pointer.
 template <class F>
 void callSoon(F&& cb) {
-  detail::enqueueCallback(detail::UniqueFunction<void()>(std::forward<F>(cb)));
+  detail::UniqueFunction<void()> fn(std::forward<F>(cb));
+  if (!fn) throw ValueError("callSoon: the callback is empty");
+  detail::enqueueCallback(std::move(fn));
 }
 
 // Nim's sleepAsync: a future that completes after ms milliseconds on the monotonic clock; zero or
@@ -247,7 +250,8 @@ bool contains(const PDispatcher& disp, AsyncFD fd);
 // Nim's closeSocket: unregisters and closes fd; operations still waiting fail once with an
 // OSError (EBADF) whose message names the operation and says the socket was closed.
 void closeSocket(AsyncFD fd);
-// Nim's addRead/addWrite: call cb each time fd is readable/writable until cb returns true.
+// Nim's addRead/addWrite: call cb, any callable bool(AsyncFD), each time fd is readable/writable
+// until cb returns true.
 void addRead(AsyncFD fd, Callback cb);
 void addWrite(AsyncFD fd, Callback cb);
 // Nim's activeDescriptors: armed registrations (an fd with an operation waiting counts, a merely

@@ -49,8 +49,9 @@ AsyncEvent newAsyncEvent();
 // close or throws that ValueError; it never touches the closed descriptor, whose number may
 // already be another's.
 void trigger(AsyncEvent ev);
-// Nim's addEvent: calls cb after each trigger until cb returns true, which unregisters ev (it
-// stays open). ValueError if ev is nil, closed or already watched by this thread's dispatcher.
+// Nim's addEvent: calls cb (any callable bool(AsyncFD), as for every Callback) after each trigger
+// until cb returns true, which unregisters ev (it stays open). ValueError if ev is nil, closed or
+// already watched by this thread's dispatcher.
 void addEvent(AsyncEvent ev, Callback cb);
 // Nim's unregister(ev): stops watching ev (it stays open). ValueError if this thread's dispatcher
 // does not watch it.
