@@ -284,6 +284,10 @@ PDispatcher getGlobalDispatcher() {
   return *global.owner;
 }
 
+Future<void> detail::sleepFor(std::chrono::nanoseconds delay) {
+  return addSleep(std::chrono::ceil<Clock::duration>(delay));
+}
+
 Future<void> sleepAsync(int ms) {
   return addSleep(std::chrono::milliseconds(ms));
 }

@@ -13,6 +13,13 @@ namespace asyncdispatch::detail {
 // I/O operation). Returns false if none was found.
 bool cancelWaiting(std::intptr_t fd, const FutureStateBase& fut);
 
+// The entry points that take a Callback (addRead, addTimer, addEvent ...) refuse an empty one (a
+// null function pointer) at the call, as std::function's users would expect an error there
+// rather than a crash when it is due.
+inline void checkCallback(const char* op, const Callback& cb) {
+  if (!cb) throw ValueError(std::string(op) + ": the callback is empty");
+}
+
 // This thread's dispatcher, made on first use; what getGlobalDispatcher() points to.
 Dispatcher& currentDispatcher();
 

@@ -125,12 +125,14 @@ void closeSocket(AsyncFD fd) {
 }
 
 void addRead(AsyncFD fd, Callback cb) {
+  detail::checkCallback("addRead", cb);
   Dispatcher& p = detail::currentDispatcher();
   checkSocket(p, "addRead", fd);
   Family::addCallback(p, "addRead", fd, &PData::readCBs, std::move(cb));
 }
 
 void addWrite(AsyncFD fd, Callback cb) {
+  detail::checkCallback("addWrite", cb);
   Dispatcher& p = detail::currentDispatcher();
   checkSocket(p, "addWrite", fd);
   Family::addCallback(p, "addWrite", fd, &PData::writeCBs, std::move(cb));

@@ -6,6 +6,9 @@
 #endif
 
 #include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdint>
 #include <sstream>
 #include <stdexcept>
@@ -196,5 +199,48 @@ TEST_CASE("addTimer: its descriptor is not a socket: closeSocket, addRead and ad
   unregister(timerFd); // Nim's way to stop a timer: it is closed, and its callback never runs
   CHECK_FALSE(isOpen(static_cast<int>(timerFd)));
   CHECK(calls == 0);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addTimer: takes a std::chrono duration, rounded up to whole milliseconds, or "
+          "milliseconds of any integer type") {
+  using namespace std::chrono_literals;
+  int ticks = 0;
+  const Clock::time_point start = Clock::now();
+  addTimer(3ms, false, [&](AsyncFD) { return ++ticks == 3; });
+  pollUntil([&] { return ticks == 3; });
+  CHECK(ticks == 3);
+  CHECK(msSince(start) >= 9);
+  int fired = 0;
+  addTimer(500us, true, [&](AsyncFD) { return ++fired > 0; }); // 1 ms, not 0 (refused)
+  addTimer(std::chrono::duration<double, std::milli>(0.25), true,
+           [&](AsyncFD) { return ++fired > 0; });
+  addTimer(2L, true, [&](AsyncFD) { return ++fired > 0; });
+  addTimer(2u, true, [&](AsyncFD) { return ++fired > 0; });
+  CHECK(activeDescriptors() == 4);
+  pollUntil([&] { return fired == 4; });
+  CHECK(fired == 4);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addTimer: a duration that is not positive, longer than an int of milliseconds, or NaN "
+          "throws ValueError naming addTimer") {
+  using namespace std::chrono;
+  const auto never = [](AsyncFD) { return true; };
+  CHECK(valueErrorOf([&] { addTimer(0ms, false, never); }) ==
+        "addTimer: timeout must be positive, got 0");
+  CHECK(valueErrorOf([&] { addTimer(-1us, false, never); }) ==
+        "addTimer: timeout must be positive, got 0");
+  CHECK(valueErrorOf([&] { addTimer(-3s, false, never); }) ==
+        "addTimer: timeout must be positive, got -3000");
+  CHECK(valueErrorOf([&] { addTimer(hours(24 * 30), false, never); }) ==
+        "addTimer: the timeout is longer than 2147483647 ms");
+  CHECK(valueErrorOf([&] { addTimer(hours::max(), false, never); }) ==
+        "addTimer: the timeout is longer than 2147483647 ms");
+  CHECK(valueErrorOf([&] { addTimer(LLONG_MIN, false, never); }) ==
+        "addTimer: timeout must be positive, got -2147483648");
+  CHECK(valueErrorOf([&] { addTimer(duration<double>(NAN), false, never); }) ==
+        "addTimer: the timeout is NaN");
+  CHECK(activeDescriptors() == 0);
   checkDispatcherEmpty();
 }

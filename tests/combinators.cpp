@@ -202,3 +202,65 @@ TEST_CASE("all: keeps the callbacks the user attached before") {
   CHECK(ran == std::vector<std::string>{"a", "b"});
   checkDispatcherEmpty();
 }
+
+namespace {
+
+// Whether all(a, b) compiles for futures a and b.
+template <class A, class B>
+concept AllTakes = requires(A a, B b) {
+  all(a, b);
+};
+
+} // namespace
+
+// all(a, b) of one type is Nim's all; of mixed types it does not compile (a && b serves them).
+static_assert(AllTakes<Future<int>, Future<int>>);
+static_assert(AllTakes<Future<void>, Future<void>>);
+static_assert(!AllTakes<Future<int>, Future<std::string>>);
+static_assert(!AllTakes<Future<int>, Future<void>>);
+
+TEST_CASE("all: takes its futures as arguments, all(a, b, c), values in argument order") {
+  Future<int> a = newFuture<int>();
+  Future<int> b = newFuture<int>();
+  Future<int> c = newFuture<int>();
+  Future<std::vector<int>> values = all(a, b, c);
+  c.complete(3);
+  b.complete(2);
+  poll(0);
+  CHECK_FALSE(values.finished());
+  a.complete(1);
+  poll(0);
+  REQUIRE(values.finished());
+  CHECK(values.read() == std::vector<int>{1, 2, 3});
+  Future<std::vector<int>> one = all(a);
+  poll(0);
+  REQUIRE(one.finished());
+  CHECK(one.read() == std::vector<int>{1});
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("all: takes a braced list, all({a, b}), for values and for void") {
+  Future<std::string> a = newFuture<std::string>();
+  Future<std::string> b = newFuture<std::string>();
+  Future<std::vector<std::string>> values = all({a, b});
+  b.complete(std::string("y"));
+  a.complete(std::string("x"));
+  poll(0);
+  REQUIRE(values.finished());
+  CHECK(values.read() == std::vector<std::string>{"x", "y"});
+
+  Future<void> first = newFuture<void>();
+  Future<void> second = newFuture<void>();
+  Future<void> both = all({first, second});
+  Future<void> bothAgain = all(first, second);
+  first.complete();
+  poll(0);
+  CHECK_FALSE(both.finished());
+  CHECK_FALSE(bothAgain.finished());
+  second.fail(IOError("second broke"));
+  poll(0);
+  REQUIRE(both.failed());
+  CHECK_THROWS_WITH_AS(both.read(), "second broke", IOError);
+  CHECK_THROWS_WITH_AS(bothAgain.read(), "second broke", IOError);
+  checkDispatcherEmpty();
+}

@@ -29,7 +29,7 @@ using namespace testsupport;
 
 #if defined(_WIN32)
 [[maybe_unused]] const bool forkCasesOut = testsupport::compiledOut(
-    "tests/processes.cpp: the 8 addProcess cases on fork, waitpid, pidfd and SIGCHLD",
+    "tests/processes.cpp: the 9 addProcess cases on fork, waitpid, pidfd and SIGCHLD",
     "Windows has no fork(): each has a Windows counterpart that starts tests.exe itself as the "
     "child");
 namespace {
@@ -140,6 +140,28 @@ TEST_CASE("addProcess: a child exiting with code 3 calls the callback once, and 
   CHECK_FALSE(hasPendingOperations());
   drain(20);
   CHECK(calls == 1);
+  reap(child);
+  checkDispatcherEmpty();
+}
+
+namespace {
+
+int exitCalls = 0;
+
+// A plain function as the callback: Callback takes any callable, as std::function does.
+bool countExit(AsyncFD) {
+  ++exitCalls;
+  return true;
+}
+
+} // namespace
+
+TEST_CASE("addProcess: takes a function's name as the callback (Windows)") {
+  Child child = spawn(0);
+  exitCalls = 0;
+  addProcess(child.pid, countExit);
+  pollUntil([] { return exitCalls > 0; }, 10000);
+  CHECK(exitCalls == 1);
   reap(child);
   checkDispatcherEmpty();
 }
@@ -298,8 +320,8 @@ TEST_CASE("addProcess: no handle outlives its key, with timers and events alongs
 
 #else // fork(), waitpid, pidfd and SIGCHLD: Windows has its counterparts of these cases above
 [[maybe_unused]] const bool createProcessCasesOut = testsupport::compiledOut(
-    "tests/processes.cpp: the 8 Windows addProcess cases (children started with CreateProcess)",
-    "the 8 cases here fork their children instead");
+    "tests/processes.cpp: the 9 Windows addProcess cases (children started with CreateProcess)",
+    "the 9 cases here fork their children instead");
 namespace {
 
 // A pipe whose closing releases the children waiting on it, so they exit when the test says.
@@ -420,6 +442,28 @@ TEST_CASE("addProcess: a child exiting with code 3 calls the callback once, and 
   CHECK(processKey() == -1);
   CHECK_FALSE(hasPendingOperations());
   CHECK_FALSE(sigchldBlocked());
+  reapAll();
+  checkDispatcherEmpty();
+}
+
+namespace {
+
+int exitCalls = 0;
+
+// A plain function as the callback: Callback takes any callable, as std::function does.
+bool countExit(AsyncFD) {
+  ++exitCalls;
+  return true;
+}
+
+} // namespace
+
+TEST_CASE("addProcess: takes a function's name as the callback") {
+  const pid_t pid = spawn(0);
+  exitCalls = 0;
+  addProcess(pid, countExit);
+  pollUntil([] { return exitCalls > 0; });
+  CHECK(exitCalls == 1);
   reapAll();
   checkDispatcherEmpty();
 }

@@ -19,7 +19,7 @@ using namespace testsupport;
 
 #if defined(_WIN32)
 [[maybe_unused]] const bool posixSignalCasesOut = testsupport::compiledOut(
-    "tests/signals.cpp: the 9 POSIX signal cases",
+    "tests/signals.cpp: the 10 POSIX signal cases",
     "Windows has no POSIX signals: a Windows case checks that addSignal says so");
 TEST_CASE("addSignal: throws OSError \"not supported on Windows\" and arms nothing (Windows)") {
   for (const int signal : {2, 15, 10}) { // SIGINT, SIGTERM, SIGUSR1's number on Linux
@@ -39,7 +39,7 @@ TEST_CASE("addSignal: throws OSError \"not supported on Windows\" and arms nothi
 #else // POSIX signals, masks and sigaction: Windows has none of them
 [[maybe_unused]] const bool windowsSignalCaseOut = testsupport::compiledOut(
     "tests/signals.cpp: the Windows case of addSignal throwing \"not supported on Windows\"",
-    "addSignal works on POSIX: the 9 cases here test it");
+    "addSignal works on POSIX: the 10 cases here test it");
 namespace {
 
 bool blocked(int signal) {
@@ -105,6 +105,32 @@ TEST_CASE("addSignal: SIGUSR1 raised in the dispatcher's thread reaches the call
   CHECK(released(SIGUSR1));
   CHECK_FALSE(isOpen(fd));
   CHECK_FALSE(hasPendingOperations());
+  checkDispatcherEmpty();
+}
+
+namespace {
+
+int signalCalls = 0;
+
+// A plain function as the callback: Callback takes any callable, as std::function does.
+bool countSignal(AsyncFD) {
+  ++signalCalls;
+  return true;
+}
+
+} // namespace
+
+TEST_CASE("addSignal: takes a function's name as the callback") {
+  signalCalls = 0;
+  addSignal(SIGUSR1, countSignal);
+  REQUIRE(heldWhileWatched(SIGUSR1));
+  REQUIRE(raise(SIGUSR1) == 0);
+  pollUntil([] { return signalCalls > 0; });
+  CHECK(signalCalls == 1);
+  CHECK(released(SIGUSR1));
+  bool (*none)(AsyncFD) = nullptr;
+  CHECK(valueErrorOf([&] { addSignal(SIGUSR1, none); }) == "addSignal: the callback is empty");
+  CHECK(released(SIGUSR1));
   checkDispatcherEmpty();
 }
 

@@ -1,5 +1,5 @@
 // sleepAsync and the timers heap: never early, deadline order with ties in creation order, and
-// how timers shape poll's wait.
+// how timers shape poll's wait; the std::chrono and integer forms of every call that takes a time.
 #include "support.hpp"
 
 #if !defined(_WIN32)
@@ -8,8 +8,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -335,5 +339,134 @@ TEST_CASE("withTimeout: many futures that finish at once leave the timers heap w
 
 TEST_CASE("withTimeout: a nil future throws ValueError") {
   CHECK_THROWS_AS(withTimeout(Future<int>(), 10), ValueError);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("sleepAsync: takes a std::chrono duration, never early, also below a millisecond") {
+  using namespace std::chrono_literals;
+  const Clock::time_point start = Clock::now();
+  waitWithin(sleepAsync(20ms), 2000);
+  CHECK(msSince(start) >= 20);
+  for (const std::chrono::microseconds delay : {1us, 500us, 1500us, 2001us}) {
+    const Clock::time_point from = Clock::now();
+    waitWithin(sleepAsync(delay), 2000);
+    CHECK(Clock::now() - from >= delay);
+  }
+  const Clock::time_point fromSeconds = Clock::now();
+  waitWithin(sleepAsync(std::chrono::duration<double>(0.0125)), 2000); // 12.5 ms as seconds
+  CHECK(msSince(fromSeconds) >= 12.5);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("sleepAsync: milliseconds of any integer type (long was ambiguous)") {
+  const Clock::time_point start = Clock::now();
+  Future<void> timers[] = {sleepAsync(3L),
+                           sleepAsync(3LL),
+                           sleepAsync(3u),
+                           sleepAsync(std::size_t{3}),
+                           sleepAsync(std::int64_t{3}),
+                           sleepAsync(static_cast<short>(3)),
+                           sleepAsync(static_cast<unsigned char>(3)),
+                           sleepAsync(3.0L)};
+  for (const Future<void>& timer : timers)
+    waitWithin(timer, 2000);
+  CHECK(msSince(start) >= 3);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("sleepAsync: a negative duration is due at once; a huge delay of any type is clamped "
+          "to about 31 years, never overflowed; NaN throws ValueError") {
+  using namespace std::chrono;
+  Future<void> negative = sleepAsync(-5ms);
+  Future<void> lowest = sleepAsync(hours::min());
+  poll(0);
+  CHECK(negative.finished());
+  CHECK(lowest.finished());
+
+  const Clock::time_point now = Clock::now();
+  Future<void> huge[] = {sleepAsync(hours::max()),
+                         sleepAsync(nanoseconds::max()),
+                         sleepAsync(LLONG_MAX),
+                         sleepAsync(ULLONG_MAX),
+                         sleepAsync(duration<double>(1e300)),
+                         sleepAsync(duration<double>(INFINITY))};
+  Future<int> never = newFuture<int>();
+  Future<bool> longTimeout = withTimeout(never, hours::max());
+  for (const TimerEntry& t : getGlobalDispatcher()->timers) {
+    CHECK(t.finishAt > now + hours(24 * 365 * 30)); // later than 30 years: no wrap to the past
+    CHECK(t.finishAt - now <= nanoseconds(1'000'000'000'000'000'000) + seconds(10));
+  }
+  CHECK(getGlobalDispatcher()->timers.size() == std::size(huge) + 1);
+  CHECK(valueErrorOf([] { (void)sleepAsync(duration<double, std::milli>(NAN)); }) ==
+        "sleepAsync: the delay is NaN");
+  getGlobalDispatcher()->timers.clear();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("withTimeout and wait: take a std::chrono duration or any integer type") {
+  using namespace std::chrono_literals;
+  Future<int> slow = newFuture<int>();
+  const Clock::time_point start = Clock::now();
+  CHECK(waitWithin(withTimeout(slow, 20ms)) == false);
+  CHECK(msSince(start) >= 20);
+  CHECK_FALSE(slow.finished()); // withTimeout leaves it running
+
+  Future<int> fast = newFuture<int>();
+  Future<bool> inTime = withTimeout(fast, 60s);
+  callSoon([fast] { fast.complete(1); });
+  CHECK(waitWithin(inTime) == true);
+  CHECK(waitWithin(withTimeout(slow, 2L)) == false);
+
+  const Clock::time_point waitStart = Clock::now();
+  CHECK(waitWithin(wait(slow, 1500us)) == false);
+  CHECK(Clock::now() - waitStart >= 1500us);
+  settle(slow);
+  CHECK_THROWS_AS(slow.read(), CancelledError); // wait cancels it
+  Future<int> other = newFuture<int>();
+  CHECK(waitWithin(wait(other, 1u)) == false);
+  CHECK(other.failed());
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("poll: takes a std::chrono duration, rounded up; a negative one waits for nothing and "
+          "a huge one still wakes for a timer") {
+  using namespace std::chrono_literals;
+  Future<void> later = sleepAsync(60s);
+  const Clock::time_point start = Clock::now();
+  poll(1500us);
+  CHECK(Clock::now() - start >= 1500us);
+  poll(-5ms); // as -1 it would sleep until the 60 s timer
+  poll(std::chrono::duration<double>(-1.0));
+  poll(2L);
+  CHECK_FALSE(later.finished());
+  CHECK(msSince(start) < 30000);
+  later.cancel();
+
+  const Clock::time_point hugeStart = Clock::now();
+  Future<void> soon = sleepAsync(20);
+  poll(std::chrono::hours::max()); // no limit, as -1: the timer ends the wait
+  CHECK(soon.finished());
+  CHECK(msSince(hugeStart) >= 20);
+  getGlobalDispatcher()->timers.clear();
+  getGlobalDispatcher()->cancelledTimers = 0;
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("drain: takes a std::chrono duration; a negative one is one pass that waits for "
+          "nothing") {
+  using namespace std::chrono_literals;
+  Future<void> later = sleepAsync(60s);
+  const Clock::time_point start = Clock::now();
+  drain(30ms);
+  CHECK(msSince(start) >= 30);
+  drain(-1ms); // as -1 it would run until the 60 s timer
+  CHECK_FALSE(later.finished());
+  CHECK(msSince(start) < 30000);
+  later.cancel();
+  Future<void> soon = sleepAsync(10);
+  drain(10s);
+  CHECK(soon.finished());
+  getGlobalDispatcher()->timers.clear();
+  getGlobalDispatcher()->cancelledTimers = 0;
   checkDispatcherEmpty();
 }

@@ -2,8 +2,12 @@
 // inputs (addCallback) instead of replacing the ones a user attached (callback=).
 #pragma once
 
+#include <concepts>
 #include <cstddef>
+#include <initializer_list>
 #include <memory>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "future.hpp"
@@ -87,6 +91,30 @@ auto all(std::vector<Future<T>> futs) {
     });
   }
   return ret;
+}
+
+// Nim's all(@[a, b]) with C++'s braces: all({a, b}).
+template <class T>
+auto all(std::initializer_list<Future<T>> futs) {
+  return all(std::vector<Future<T>>(futs));
+}
+
+namespace detail {
+// all(a, b, c) takes futures of one value type, as Nim's all(seq[Future[T]]) does: a tuple of
+// mixed types would be a second combinator; `a && b`, or a co_await of each, serves them.
+template <class First, class... Rest>
+concept FuturesOfOneType = (std::same_as<Rest, First> && ...);
+} // namespace detail
+
+// Nim's all, its futures given as arguments: all(a, b, c) is all({a, b, c}).
+template <class T, class... Rest>
+requires detail::FuturesOfOneType<Future<T>, Rest...>
+auto all(Future<T> first, Rest... rest) {
+  std::vector<Future<T>> futs;
+  futs.reserve(1 + sizeof...(rest));
+  futs.push_back(std::move(first));
+  (futs.push_back(std::move(rest)), ...);
+  return all(std::move(futs));
 }
 
 } // namespace asyncdispatch

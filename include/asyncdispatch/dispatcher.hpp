@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "future.hpp"
+#include "timespan.hpp"
 #include "types.hpp"
 
 namespace asyncdispatch {
@@ -132,16 +133,35 @@ void setGlobalDispatcher(PDispatcher disp);
 // Nim's getGlobalDispatcher: this thread's dispatcher, made on first use.
 PDispatcher getGlobalDispatcher();
 
-// Nim's callSoon: runs cb from the callback phase of a later poll (never inline).
+// Nim's callSoon: runs cb, any callable void() (a function, a lambda, a move-only object),
+// from the callback phase of a later poll (never inline). ValueError for a null function pointer.
 template <class F>
 void callSoon(F&& cb) {
-  detail::enqueueCallback(detail::UniqueFunction<void()>(std::forward<F>(cb)));
+  detail::UniqueFunction<void()> fn(std::forward<F>(cb));
+  if (!fn) throw ValueError("callSoon: the callback is empty");
+  detail::enqueueCallback(std::move(fn));
 }
+
+namespace detail {
+// sleepAsync's timer: completes once delay has passed on the monotonic clock.
+Future<void> sleepFor(std::chrono::nanoseconds delay);
+} // namespace detail
 
 // Nim's sleepAsync: a future that completes after ms milliseconds on the monotonic clock; zero or
 // negative is due at once and completes on the next poll.
 Future<void> sleepAsync(int ms);
 Future<void> sleepAsync(double ms);
+// Beside Nim's: a std::chrono::duration (sleepAsync(50ms)), kept to the clock's resolution and
+// rounded up, or milliseconds of any other integer type; a delay beyond about 31 years is clamped.
+template <detail::TimeSpan D>
+Future<void> sleepAsync(D delay) {
+  return detail::sleepFor(detail::delayOf("sleepAsync", delay));
+}
+// Milliseconds as a float or long double (double has its own overload, Nim's float).
+template <std::floating_point F>
+requires(!std::same_as<F, double>) Future<void> sleepAsync(F ms) {
+  return sleepAsync(static_cast<double>(ms));
+}
 
 namespace detail {
 // Takes a sleepAsync timer out of the loop without running anything: its callbacks are dropped,
@@ -178,11 +198,12 @@ struct TimerRace final : Canceller {
 };
 
 template <class T>
-Future<bool> raceTimer(const char* name, Future<T> fut, int ms, bool cancelLoser) {
+Future<bool> raceTimer(const char* name, Future<T> fut, std::chrono::nanoseconds delay,
+                       bool cancelLoser) {
   if (fut.isNil()) throw ValueError(std::string(name) + ": Future is nil");
   auto race = std::make_shared<TimerRace<T>>();
   race->ret = newFuture<bool>(name);
-  race->timer = sleepAsync(ms);
+  race->timer = sleepFor(delay);
   if (cancelLoser) race->loser = fut;
   stateOf(race->ret).setCancelHook(CancelHook::object(race.get()));
   fut.addCallback([race](Future<T> f) {
@@ -208,22 +229,44 @@ Future<bool> raceTimer(const char* name, Future<T> fut, int ms, bool cancelLoser
 // when fut wins its timer leaves the loop at once: it no longer counts as pending.
 template <class T>
 Future<bool> withTimeout(Future<T> fut, int ms) {
-  return detail::raceTimer("withTimeout", std::move(fut), ms, false);
+  return detail::raceTimer("withTimeout", std::move(fut), std::chrono::milliseconds(ms), false);
+}
+// Beside Nim's: a std::chrono::duration (withTimeout(f, 2s)) or milliseconds of any other
+// integer type, as sleepAsync takes them.
+template <class T, detail::TimeSpan D>
+Future<bool> withTimeout(Future<T> fut, D timeout) {
+  return detail::raceTimer("withTimeout", std::move(fut), detail::delayOf("withTimeout", timeout),
+                           false);
 }
 
 // Beyond Nim: withTimeout that cancels fut when the timer wins, so the operation stops (DESIGN
 // §5's cancellation); fut then fails with CancelledError.
 template <class T>
 Future<bool> wait(Future<T> fut, int ms) {
-  return detail::raceTimer("wait", std::move(fut), ms, true);
+  return detail::raceTimer("wait", std::move(fut), std::chrono::milliseconds(ms), true);
+}
+template <class T, detail::TimeSpan D>
+Future<bool> wait(Future<T> fut, D timeout) {
+  return detail::raceTimer("wait", std::move(fut), detail::delayOf("wait", timeout), true);
 }
 
 // Nim's poll: one pass of the loop (see src/poll.cpp for its phases). ValueError("No handles or
 // timers registered in dispatcher.") when there is nothing to wait for.
 void poll(int timeout = 500);
+// Beside Nim's: a std::chrono::duration, rounded up to whole milliseconds, or milliseconds of any
+// other integer type; a negative duration waits for nothing, one beyond 24.8 days for no limit.
+template <detail::TimeSpan D>
+void poll(D timeout) {
+  poll(detail::loopTimeoutOf("poll", timeout));
+}
 // Nim's drain: polls while anything is pending, for at most timeout ms on the monotonic clock;
 // returns early once nothing is pending and never throws when idle.
 void drain(int timeout = 500);
+// Beside Nim's: a std::chrono::duration or any integer, as poll takes them.
+template <detail::TimeSpan D>
+void drain(D timeout) {
+  drain(detail::loopTimeoutOf("drain", timeout));
+}
 // Nim's runForever: polls until poll throws, normally the "No handles" ValueError.
 void runForever();
 // Nim's waitFor: polls until fut finishes, then reads it.
@@ -247,7 +290,8 @@ bool contains(const PDispatcher& disp, AsyncFD fd);
 // Nim's closeSocket: unregisters and closes fd; operations still waiting fail once with an
 // OSError (EBADF) whose message names the operation and says the socket was closed.
 void closeSocket(AsyncFD fd);
-// Nim's addRead/addWrite: call cb each time fd is readable/writable until cb returns true.
+// Nim's addRead/addWrite: call cb, any callable bool(AsyncFD), each time fd is readable/writable
+// until cb returns true.
 void addRead(AsyncFD fd, Callback cb);
 void addWrite(AsyncFD fd, Callback cb);
 // Nim's activeDescriptors: armed registrations (an fd with an operation waiting counts, a merely

@@ -4,9 +4,13 @@
 // the library made for it (timer, signal or process watcher) closed.
 #pragma once
 
+#include <climits>
 #include <memory>
+#include <string>
 #include <utility>
 
+#include "errors.hpp"
+#include "timespan.hpp"
 #include "types.hpp"
 
 namespace asyncdispatch {
@@ -15,6 +19,16 @@ namespace asyncdispatch {
 /// oneshot timer calls cb once and is gone whatever cb returns (beyond Nim: Nim keeps a dead key).
 /// ValueError if timeout is not positive.
 void addTimer(int timeout, bool oneshot, Callback cb);
+/// Beside Nim's: a std::chrono::duration (addTimer(20ms, ...)), rounded up to whole milliseconds
+// (so 1us is 1 ms and the timer never ticks early), or milliseconds of any other integer type.
+// ValueError, as for the int, when that is not positive, and when it is more than an int holds.
+template <detail::TimeSpan D>
+void addTimer(D timeout, bool oneshot, Callback cb) {
+  const long long ms = detail::millisecondsOf("addTimer", timeout);
+  if (ms > INT_MAX)
+    throw ValueError("addTimer: the timeout is longer than " + std::to_string(INT_MAX) + " ms");
+  addTimer(static_cast<int>(ms), oneshot, std::move(cb));
+}
 
 namespace detail {
 struct AsyncEventState;
@@ -52,8 +66,9 @@ AsyncEvent newAsyncEvent();
 /// close or throws that ValueError; it never touches the closed descriptor, whose number may
 /// already be another's.
 void trigger(AsyncEvent ev);
-/// Nim's addEvent: calls cb after each trigger until cb returns true, which unregisters ev (it
-/// stays open). ValueError if ev is nil, closed or already watched by this thread's dispatcher.
+/// Nim's addEvent: calls cb (any callable bool(AsyncFD), as for every Callback) after each
+/// trigger until cb returns true, which unregisters ev (it stays open). ValueError if ev is nil,
+/// closed or already watched by this thread's dispatcher.
 void addEvent(AsyncEvent ev, Callback cb);
 /// Nim's unregister(ev): stops watching ev (it stays open). ValueError if this thread's dispatcher
 /// does not watch it.

@@ -25,11 +25,16 @@ public:
   UniqueFunction() noexcept = default;
   UniqueFunction(std::nullptr_t) noexcept {}
 
+  // Any callable, as std::function takes: a function's name decays to a pointer to it (a
+  // function type cannot be stored), and a null function pointer makes an empty one.
   template <class F>
-  requires(!std::is_same_v<std::remove_cvref_t<F>, UniqueFunction> &&
-           std::is_invocable_r_v<R, std::remove_cvref_t<F>&, Args...>)
+  requires(!std::is_same_v<std::decay_t<F>, UniqueFunction> &&
+           std::is_invocable_r_v<R, std::decay_t<F>&, Args...>)
       UniqueFunction(F&& f) { // NOLINT: implicit, as std::function's is
-    using Fn = std::remove_cvref_t<F>;
+    using Fn = std::decay_t<F>;
+    if constexpr (std::is_pointer_v<std::remove_cvref_t<F>>) { // not a function's name: never null
+      if (f == nullptr) return;
+    }
     if constexpr (fitsInline<Fn>) {
       ::new (static_cast<void*>(storage_)) Fn(std::forward<F>(f));
       ops_ = &inlineOps<Fn>;

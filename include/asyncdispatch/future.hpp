@@ -483,17 +483,20 @@ public:
   // the future has not finished.
   T read() const { return readState(typedState()); }
 
-  // Nim's addCallback: cb is void() or void(Future<T>); it runs from the dispatcher's callback
-  // queue after the future finishes, in the order the callbacks were added.
+  // Nim's addCallback: cb is any callable void() or void(Future<T>) (a function, a lambda, a
+  // move-only object); it runs from the dispatcher's callback queue after the future finishes,
+  // in the order the callbacks were added. ValueError for a null function pointer.
   template <class F>
   void addCallback(F&& cb) const {
     state().addCallback(wrap(std::forward<F>(cb)), std::is_invocable_v<F&, Future<T>>);
   }
-  // Nim's `callback=`: replaces every callback the future has with cb.
+  // Nim's `callback=`: replaces every callback the future has with cb (a refused cb replaces
+  // nothing).
   template <class F>
   void callback(F&& cb) const {
+    detail::UniqueFunction<void()> wrapped = wrap(std::forward<F>(cb));
     state().clearCallbacks();
-    addCallback(std::forward<F>(cb));
+    state().addCallback(std::move(wrapped), std::is_invocable_v<F&, Future<T>>);
   }
 
   // Suspends the calling coroutine until the future finishes (nothing if it already has), then
@@ -518,6 +521,9 @@ private:
 
   template <class F>
   detail::UniqueFunction<void()> wrap(F&& cb) const {
+    if constexpr (std::is_pointer_v<std::remove_cvref_t<F>>) {
+      if (cb == nullptr) throw ValueError("addCallback: the callback is empty");
+    }
     if constexpr (std::is_invocable_v<F&, Future<T>>) {
       return [self = *this, f = std::forward<F>(cb)]() mutable { f(self); };
     } else {

@@ -76,6 +76,7 @@ void setKeyFd(Selector<PData>& s, SocketHandle fd) {
 } // namespace
 
 void addTimer(int timeout, bool oneshot, Callback cb) {
+  detail::checkCallback("addTimer", cb);
   Selector<PData>& s = selector();
   setKeyFd(s, underName("addTimer", "registerTimer", [&] {
              return s.registerTimer(timeout, oneshot, customData(std::move(cb)));
@@ -97,6 +98,7 @@ void trigger(AsyncEvent ev) {
 }
 
 void addEvent(AsyncEvent ev, Callback cb) {
+  detail::checkCallback("addEvent", cb);
   AsyncEventState& state = openState("addEvent", ev.state_);
   Selector<PData>& s = selector();
   const SocketHandle fd = state.ev.getFd();
@@ -135,12 +137,14 @@ void close(AsyncEvent ev) {
 }
 
 void addProcess(int pid, Callback cb) {
+  detail::checkCallback("addProcess", cb);
   Selector<PData>& s = selector();
   setKeyFd(s, underName("addProcess", "registerProcess",
                         [&] { return s.registerProcess(pid, customData(std::move(cb))); }));
 }
 
 void addSignal(int signal, Callback cb) {
+  detail::checkCallback("addSignal", cb);
   Selector<PData>& s = selector();
   setKeyFd(s, underName("addSignal", "registerSignal",
                         [&] { return s.registerSignal(signal, customData(std::move(cb))); }));

@@ -221,6 +221,7 @@ bool unregisterWait(Dispatcher& p, AsyncFD fd) {
 // Nim's addTimer on Windows: a synchronization (auto-reset) waitable timer, periodic unless
 // oneshot, so a tick the dispatcher has not seen yet coalesces with the next as timerfd's do.
 void addTimer(int timeout, bool oneshot, Callback cb) {
+  detail::checkCallback("addTimer", cb);
   if (timeout <= 0)
     throw ValueError("addTimer: timeout must be positive, got " + std::to_string(timeout));
   Dispatcher& p = detail::currentDispatcher();
@@ -262,6 +263,7 @@ void trigger(AsyncEvent ev) {
 }
 
 void addEvent(AsyncEvent ev, Callback cb) {
+  detail::checkCallback("addEvent", cb);
   AsyncEventState& state = openState("addEvent", ev.state_);
   Dispatcher& p = detail::currentDispatcher();
   if (state.watcher != nullptr)
@@ -305,6 +307,7 @@ void close(AsyncEvent ev) {
 // gets (GetExitCodeProcess), as a POSIX one may waitpid; a process that refuses that is still
 // waited for.
 void addProcess(int pid, Callback cb) {
+  detail::checkCallback("addProcess", cb);
   const std::string name = "addProcess(pid " + std::to_string(pid) + ")";
   if (pid <= 0) throw ValueError(name + ": not a process id"); // POSIX's words
   Dispatcher& p = detail::currentDispatcher();
