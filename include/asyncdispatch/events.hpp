@@ -20,8 +20,8 @@ namespace asyncdispatch {
 /// ValueError if timeout is not positive.
 void addTimer(int timeout, bool oneshot, Callback cb);
 /// Beside Nim's: a std::chrono::duration (addTimer(20ms, ...)), rounded up to whole milliseconds
-// (so 1us is 1 ms and the timer never ticks early), or milliseconds of any other integer type.
-// ValueError, as for the int, when that is not positive, and when it is more than an int holds.
+/// (so 1us is 1 ms and the timer never ticks early), or milliseconds of any other integer type.
+/// ValueError, as for the int, when that is not positive, and when it is more than an int holds.
 template <detail::TimeSpan D>
 void addTimer(D timeout, bool oneshot, Callback cb) {
   const long long ms = detail::millisecondsOf("addTimer", timeout);
