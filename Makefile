@@ -12,7 +12,7 @@
 #                     and valgrind, built with clang; each public header compiled alone; the stub;
 #                     test-nopidfd; examples-check; docs; 60 s of fuzzing; a 60 s soak; every other
 #                     backend (test-poll, asan-poll, test-kqueue and its emulator's self-test,
-#                     test-windows), cross-check and amalgamation-check
+#                     test-windows), cross-check, amalgamation-check and install-check
 #   make format       clang-format every source file
 #   make docs         the API reference (Doxygen) in build/docs/html; fails on any warning, an
 #                     undocumented public name included (tools/install.sh docs installs doxygen)
@@ -50,6 +50,10 @@
 #   make amalgamation build/dist/asyncdispatch.hpp and .cpp, the library as two files (dist.mk)
 #   make amalgamation-check  the suite, the examples and the Windows suite built from those two
 #                     files alone, -Werror, and run
+#   make install      PREFIX=/usr/local (DESTDIR, includedir, libdir): the header, the library,
+#                     its pkg-config file and CMake package; make uninstall removes them
+#   make install-check  installs into a temporary prefix and builds and runs tools/consumer/
+#                     with pkg-config and with CMake
 #
 # BACKEND=epoll|kqueue|eventports|poll|iocp|stub picks the backend (default: the host's; another
 # one builds into build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
@@ -375,6 +379,7 @@ check:
 	$(MAKE) WERROR=-Werror test-windows
 	$(MAKE) cross-check
 	$(MAKE) amalgamation-check
+	$(MAKE) install-check
 
 SOURCES := $(shell find include src platform tests tools -name '*.cpp' -o -name '*.hpp' 2>/dev/null)
 format:
@@ -405,7 +410,7 @@ bench-quick: bench-peers
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null) $(wildcard build/bench/*.d)
 
-# The amalgamation (dist.mk).
+# The amalgamation and make install (dist.mk).
 include dist.mk
 
 # The emulators' own self-tests (emu-kqueue, emu-eventports).
