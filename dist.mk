@@ -114,6 +114,7 @@ uninstall:
 # A consumer of the installed library, built both ways it is documented, each run; then the
 # uninstall must leave no file behind, and a DESTDIR install must put every file under DESTDIR.
 CHECK_PREFIX := $(abspath build/install-check)/prefix
+CHECK_STAGE  := DESTDIR=$(abspath build/install-check)/stage PREFIX=/opt/asyncdispatch
 install-check: $(LIB) $(DIST)/asyncdispatch.hpp
 	@command -v cmake >/dev/null && command -v pkg-config >/dev/null || sh tools/install.sh check
 	rm -rf build/install-check
@@ -127,9 +128,9 @@ install-check: $(LIB) $(DIST)/asyncdispatch.hpp
 	cmake --build build/install-check/cmake
 	timeout 60 build/install-check/cmake/consumer
 	$(MAKE) --no-print-directory uninstall PREFIX=$(CHECK_PREFIX) DESTDIR=
-	@! find $(CHECK_PREFIX) -type f | grep . || { echo "install-check: left behind" >&2; exit 1; }
-	$(MAKE) --no-print-directory install PREFIX=/opt/asyncdispatch DESTDIR=$(abspath build/install-check)/stage
+	@! find $(CHECK_PREFIX) -type f | grep . || { echo "install-check: left" >&2; exit 1; }
+	$(MAKE) --no-print-directory install $(CHECK_STAGE)
 	@test $$(find build/install-check/stage -type f | wc -l) -eq $(words $(INSTALLED))
-	$(MAKE) --no-print-directory uninstall PREFIX=/opt/asyncdispatch DESTDIR=$(abspath build/install-check)/stage
-	@! find build/install-check/stage -type f | grep . || { echo "install-check: left behind" >&2; exit 1; }
+	$(MAKE) --no-print-directory uninstall $(CHECK_STAGE)
+	@! find build/install-check/stage -type f | grep . || { echo "install-check: left" >&2; exit 1; }
 	@echo "install-check: pkg-config and CMake consumers built and ran; uninstall removed everything"
