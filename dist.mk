@@ -109,7 +109,7 @@ install: $(LIB) $(DIST)/asyncdispatch.hpp
 # Only the CMake folder is the package's own; the others may hold other packages' files.
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
-	-rmdir $(DESTDIR)$(cmakedir) 2>/dev/null
+	rmdir $(DESTDIR)$(cmakedir) 2>/dev/null || true
 
 # A consumer of the installed library, built both ways it is documented, each run; then the
 # uninstall must leave no file behind, and a DESTDIR install must put every file under DESTDIR.
