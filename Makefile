@@ -12,7 +12,7 @@
 #                     and valgrind, built with clang; each public header compiled alone; the stub;
 #                     test-nopidfd; examples-check; docs; 60 s of fuzzing; a 60 s soak; every other
 #                     backend (test-poll, asan-poll, test-kqueue and its emulator's self-test,
-#                     test-windows) and cross-check
+#                     test-windows), cross-check, amalgamation-check and install-check
 #   make format       clang-format every source file
 #   make docs         the API reference (Doxygen) in build/docs/html; fails on any warning, an
 #                     undocumented public name included (tools/install.sh docs installs doxygen)
@@ -44,7 +44,16 @@
 #                     with EMU_PORT_QUIRKS=3 (the historical ETIME and *nget behaviour);
 #                     make emu-eventports runs the emulator's self-test
 #   make cross-check  the library, examples and test binary compiled and linked for x86_64 and
-#                     arm64 macOS (kqueue and poll) by Zig from npm, under build/zig
+#                     arm64 macOS (kqueue and poll) by Zig from npm, under build/zig; and the
+#                     amalgamation's library and tools for both
+#
+#   make amalgamation build/dist/asyncdispatch.hpp and .cpp, the library as two files (dist.mk)
+#   make amalgamation-check  the suite, the examples and the Windows suite built from those two
+#                     files alone, -Werror, and run
+#   make install      PREFIX=/usr/local (DESTDIR, includedir, libdir): the header, the library,
+#                     its pkg-config file and CMake package; make uninstall removes them
+#   make install-check  installs into a temporary prefix and builds and runs tools/consumer/
+#                     with pkg-config and with CMake
 #
 # BACKEND=epoll|kqueue|eventports|poll|iocp|stub picks the backend (default: the host's; another
 # one builds into build/<backend>); BUILD=dir puts the outputs elsewhere under build/; CXX=clang++ builds with clang.
@@ -112,6 +121,13 @@ CXXFLAGS += -I$(BUILD)/include
 endif
 
 LIB_SRC  := $(wildcard src/*.cpp) $(PLATFORM_SRC)
+DIST     := build/dist
+ifneq ($(AMALGAMATION),)
+# The same programs built from the amalgamation's two files alone (dist.mk): its .cpp is the
+# library, its header the one include directory, and it chooses the backend from the target OS.
+LIB_SRC  := $(DIST)/asyncdispatch.cpp
+CXXFLAGS := $(filter-out -Iinclude -Itests/emu/% -DASYNCDISPATCH_BACKEND_%,$(CXXFLAGS)) -I$(DIST)
+endif
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/lib/libasyncdispatch.a
 TEST_SRC := $(wildcard tests/*.cpp)
@@ -362,6 +378,8 @@ check:
 	$(MAKE) test-eventports-quirks
 	$(MAKE) WERROR=-Werror test-windows
 	$(MAKE) cross-check
+	$(MAKE) amalgamation-check
+	$(MAKE) install-check
 
 SOURCES := $(shell find include src platform tests tools -name '*.cpp' -o -name '*.hpp' 2>/dev/null)
 format:
@@ -391,6 +409,9 @@ bench-quick: bench-peers
 	python3 tools/bench/run.py --quick $(foreach p,$(BENCH_ONLY),--only $(p))
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null) $(wildcard build/bench/*.d)
+
+# The amalgamation and make install (dist.mk).
+include dist.mk
 
 # The emulators' own self-tests (emu-kqueue, emu-eventports).
 include tests/emu/kqueue/emu.mk

@@ -1,6 +1,10 @@
 // The 2015-era names of Nim's older documentation (<asyncdispatch/compat.hpp>): each is today's
 // type or call under its old name, and works as such.
+// The amalgamation (make amalgamation) has no compat.hpp of its own: its one header, which
+// support.hpp includes, holds these names too.
+#if __has_include(<asyncdispatch/compat.hpp>)
 #include <asyncdispatch/compat.hpp>
+#endif
 
 #if !defined(_WIN32)
 #include <fcntl.h>

@@ -5,7 +5,8 @@
 #   sh tools/install.sh test      doctest, the tests' one third-party package
 #   sh tools/install.sh check     everything `make check` runs: compilers, clang-format,
 #                                 valgrind, libFuzzer, doxygen, the examples' clients (curl,
-#                                 redis-cli) and the windows group
+#                                 redis-cli), python3 (amalgamation), cmake and pkg-config
+#                                 (install-check), and the windows group
 #   sh tools/install.sh docs      doxygen, for `make docs`
 #   sh tools/install.sh windows   the MinGW-w64 cross compiler (POSIX threads) and Wine
 #   sh tools/install.sh bench     the peers `make bench` compares against (nginx, wrk and
@@ -21,7 +22,7 @@ for group in "$@"; do
   check)
     packages="$packages g++ clang clang-format make doctest-dev valgrind libclang-rt-dev doxygen"
     packages="$packages curl redis-tools"
-    packages="$packages g++-mingw-w64-x86-64-posix wine64"
+    packages="$packages g++-mingw-w64-x86-64-posix wine64 python3 cmake pkg-config"
     ;;
   bench)
     packages="$packages libuv1-dev libev-dev libevent-dev libasio-dev nim strace gnuplot-nox python3"

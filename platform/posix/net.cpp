@@ -25,7 +25,6 @@ namespace {
 
 using detail::checkRegistered;
 using detail::handle;
-using detail::where;
 
 // Linux and the BSDs take MSG_NOSIGNAL per call; macOS has only the SO_NOSIGPIPE socket option,
 // which createAsyncNativeSocket sets.
@@ -54,7 +53,7 @@ int recvFlags(SocketFlags flags) {
 bool failIfAbandoned(const FutureBase& fut, const char* op, AsyncFD fd) {
   const char* why = detail::abandonReason(fd);
   if (why == nullptr) return false;
-  fut.fail(OSError(EBADF, where(op, fd),
+  fut.fail(OSError(EBADF, detail::where(op, fd),
                    std::string("socket ") + why + " while the operation was pending"));
   return true;
 }
@@ -179,7 +178,7 @@ Future<AcceptResult> acceptAs(const char* op, AsyncFD socket, SocketFlags flags,
                      return false;
                    if ((err == EMFILE || err == ENFILE) && spare.dropOneConnection(handle(fd)))
                      return false;
-                   retFuture.fail(OSError(err, where(op, fd)));
+                   retFuture.fail(OSError(err, detail::where(op, fd)));
                    return true;
                  }
                  try {
@@ -206,7 +205,7 @@ bool sendSome(const Future<void>& fut, AsyncFD fd, const char* data, int size, i
     if (isDisconnect(flags, err)) {
       fut.complete();
     } else {
-      fut.fail(OSError(err, where("send", fd)));
+      fut.fail(OSError(err, detail::where("send", fd)));
     }
     return true;
   }
@@ -274,7 +273,7 @@ Future<std::string> recv(AsyncFD socket, int size, SocketFlags flags) {
       if (isDisconnect(flags, err)) {
         retFuture.complete(std::string());
       } else {
-        retFuture.fail(OSError(err, where("recv", fd)));
+        retFuture.fail(OSError(err, detail::where("recv", fd)));
       }
       return true;
     }
@@ -305,7 +304,7 @@ Future<int> recvInto(AsyncFD socket, void* buf, int size, SocketFlags flags) {
       if (isDisconnect(flags, err)) {
         retFuture.complete(0);
       } else {
-        retFuture.fail(OSError(err, where("recvInto", fd)));
+        retFuture.fail(OSError(err, detail::where("recvInto", fd)));
       }
       return true;
     }
@@ -332,7 +331,7 @@ Future<int> recvFromInto(AsyncFD socket, void* data, int size, sockaddr* saddr, 
                    // As in Nim, no error is a disconnection here: a datagram socket has no
                    // connection.
                    if (isRetry(errno)) return false;
-                   retFuture.fail(OSError(errno, where("recvFromInto", fd)));
+                   retFuture.fail(OSError(errno, detail::where("recvFromInto", fd)));
                    return true;
                  }
                  retFuture.complete(
@@ -356,7 +355,7 @@ Future<void> sendTo(AsyncFD socket, const void* data, int size, const sockaddr* 
                                reinterpret_cast<const sockaddr*>(&to), saddrLen);
     if (n < 0) {
       if (isRetry(errno)) return false;
-      retFuture.fail(OSError(errno, where("sendTo", fd)));
+      retFuture.fail(OSError(errno, detail::where("sendTo", fd)));
       return true;
     }
     retFuture.complete(); // a datagram leaves whole or not at all
