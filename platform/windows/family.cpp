@@ -334,6 +334,11 @@ void Family::dump(const Dispatcher& p, std::ostream& os) {
   os << (waited.empty() ? "},\n" : "\n  },\n");
 }
 
+// Windows has no fork(): the fork count that calls this never changes there.
+std::vector<AsyncFD> Family::forgetAfterFork(Dispatcher&) {
+  return {};
+}
+
 } // namespace detail
 
 Dispatcher::Dispatcher() : ioPort(CreateIoCompletionPort(INVALID_HANDLE_VALUE, nullptr, 0, 1)) {
