@@ -275,11 +275,14 @@ VALGRIND := valgrind --error-exitcode=9 --leak-check=full --show-leak-kinds=defi
 # RLIMIT_NOFILE and refuses to change the limit, so the EMFILE case cannot set up its exhaustion.
 # Valgrind 3.19 does not know pidfd_open (it warns at each call, and the selector falls back to
 # SIGCHLD anyway), so the run asks for that fallback at once.
-VALGRIND_EXCLUDE := acceptAddr: survives EMFILE*
+# The fork case whose child inherits a watching thread's dispatcher is left out too: the child has
+# no copy of that thread, so its std::thread state and thread_local destructor list (glibc's, not
+# the library's) are lost there, and the child runs under memcheck as well.
+VALGRIND_EXCLUDE := acceptAddr: survives EMFILE*,*a signal another thread watched*
 valgrind:
 	@command -v valgrind >/dev/null || sh tools/install.sh check
 	$(MAKE) BUILD=build/valgrind OPT="-O1 -g" build/valgrind/bin/tests
-	@echo "valgrind: left out: '$(VALGRIND_EXCLUDE)' (valgrind refuses to change RLIMIT_NOFILE)"
+	@echo "valgrind: left out: '$(VALGRIND_EXCLUDE)' (RLIMIT_NOFILE; a forked thread's state)"
 	ASYNCDISPATCH_NO_PIDFD=1 timeout 1800 $(VALGRIND) build/valgrind/bin/tests \
 	  --test-case-exclude='$(VALGRIND_EXCLUDE)'
 

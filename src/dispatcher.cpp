@@ -8,12 +8,14 @@
 #include <climits>
 #include <cmath>
 #include <memory>
+#include <atomic>
 #include <mutex>
 #include <ostream>
 #include <string>
 #include <thread>
 #include <unordered_map>
 
+#include "family.hpp"
 #include "loop.hpp"
 
 namespace asyncdispatch {
@@ -46,8 +48,13 @@ struct GlobalDispatcher {
   PDispatcher* owner = nullptr; // this thread's entry in owners()
   Dispatcher* raw = nullptr;
   bool shutDown = false;
+  unsigned forks = 0; // the value of `forks` this thread's dispatcher was made or renewed under
 };
 constinit thread_local GlobalDispatcher global;
+
+// How many times this process is a forked child of a process that had the library: bumped in the
+// child by resumeInChild, compared by currentDispatcher (one load, no getpid system call).
+constinit std::atomic<unsigned> forks{0};
 
 struct Owners {
   std::mutex lock;
@@ -78,6 +85,47 @@ struct ThreadExit {
   }
 };
 thread_local ThreadExit threadExit;
+
+// Dispatchers a forked child keeps and never destroys: the one a fork in the middle of a pass left
+// behind (that pass goes on when the callback that forked returns), and those of the parent's
+// other threads, which the child does not have (their coroutines may hold anything). Their kernel
+// state is not touched: the child's copies of their descriptors stay open.
+std::vector<PDispatcher>& keptAfterFork() {
+  static auto* const kept = new std::vector<PDispatcher>; // never destroyed, as owners()
+  return *kept;
+}
+
+// Beyond Nim, which has no fork handling (libuv has uv_loop_fork, libevent event_reinit, asio
+// notify_fork): the first use of the library in a forked child finds a fresh dispatcher. The
+// inherited one forgets its keys without touching the kernel state it shares with the parent
+// (Family::forgetAfterFork), its sockets are registered in the fresh one with nothing armed, and
+// it is destroyed with its timers, queued callbacks and suspended coroutines, none of which runs.
+void renewAfterFork() {
+  const unsigned before = global.forks;
+  global.forks = forks.load(std::memory_order_relaxed); // first: what runs below must not renew
+  if (global.owner == nullptr) return;
+  try {
+    const PDispatcher inherited = *global.owner;
+    const std::vector<AsyncFD> sockets = detail::Family::forgetAfterFork(*inherited);
+    PDispatcher fresh = newDispatcher();
+    for (const AsyncFD fd : sockets)
+      detail::Family::registerHandle(*fresh, fd);
+    global.raw = fresh.get();
+    *global.owner = std::move(fresh);
+    if (detail::insidePass) {
+      // A callback forked: when it returns, the inherited pass goes on, so its dispatcher stays,
+      // with nothing left to run; and the child may run the fresh one from that callback.
+      inherited->timers.clear();
+      inherited->cancelledTimers = 0;
+      inherited->callbacks.clear();
+      keptAfterFork().push_back(inherited);
+      detail::insidePass = false;
+    }
+  } catch (...) {
+    global.forks = before;
+    throw;
+  }
+}
 
 // The order of `timers`: the earliest finishAt first, ties by creation order (the future's id).
 bool firesBefore(const TimerEntry& a, const TimerEntry& b) {
@@ -150,7 +198,7 @@ Future<void> addSleep(Clock::duration delay) {
 namespace detail {
 
 Dispatcher& currentDispatcher() {
-  if (global.raw == nullptr) {
+  if (global.raw == nullptr || global.forks != forks.load(std::memory_order_relaxed)) {
     if (global.shutDown) throw ValueError("the thread's dispatcher has been destroyed");
     getGlobalDispatcher();
   }
@@ -251,6 +299,22 @@ std::string where(const char* op, AsyncFD fd) {
   return std::string(op) + "(fd " + std::to_string(static_cast<std::intptr_t>(fd)) + ")";
 }
 
+void prepareFork() noexcept {
+  owners().lock.lock();
+  lockRecycler();
+}
+
+void resumeInParent() noexcept {
+  unlockRecycler();
+  owners().lock.unlock();
+}
+
+void resumeInChild() noexcept {
+  forks.fetch_add(1, std::memory_order_relaxed);
+  unlockRecycler();
+  owners().lock.unlock();
+}
+
 } // namespace detail
 
 PDispatcher newDispatcher() {
@@ -260,6 +324,7 @@ PDispatcher newDispatcher() {
 void setGlobalDispatcher(PDispatcher disp) {
   if (!disp) throw ValueError("setGlobalDispatcher: the dispatcher is nil");
   if (global.shutDown) throw ValueError("setGlobalDispatcher: the thread is exiting");
+  if (global.forks != forks.load(std::memory_order_relaxed)) renewAfterFork();
   if (global.owner) {
     if (*global.owner != disp && !(*global.owner)->callbacks.empty())
       throw ValueError("setGlobalDispatcher: the current dispatcher still has queued callbacks");
@@ -273,10 +338,15 @@ void setGlobalDispatcher(PDispatcher disp) {
   global.raw = owner->get();
   Owners& all = owners();
   const std::lock_guard<std::mutex> locked(all.lock);
-  all.byThread[std::this_thread::get_id()] = std::move(owner);
+  std::unique_ptr<PDispatcher>& entry = all.byThread[std::this_thread::get_id()];
+  // Taken already only in a forked child, by a thread of the parent with this id (see
+  // keptAfterFork).
+  if (entry) keptAfterFork().push_back(std::move(*entry));
+  entry = std::move(owner);
 }
 
 PDispatcher getGlobalDispatcher() {
+  if (global.forks != forks.load(std::memory_order_relaxed)) renewAfterFork();
   if (!global.owner) {
     if (global.shutDown) throw ValueError("the thread's dispatcher has been destroyed");
     setGlobalDispatcher(newDispatcher());

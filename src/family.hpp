@@ -60,6 +60,10 @@ concept FamilyBackend = requires(Dispatcher& p, const Dispatcher& cp, int timeou
   { F::connectAddress(fd, target) } -> std::same_as<Future<void>>;
   // dumpDispatcher: the family's part of the drawing (the selector, or ioPort and handles).
   { F::dump(cp, os) } -> std::same_as<void>;
+  // A forked child's first use of the dispatcher its thread inherited (src/dispatcher.cpp): every
+  // key and operation of p is forgotten without a change to the kernel state the parent shares,
+  // and the sockets that were registered are returned, for the fresh dispatcher to register.
+  { F::forgetAfterFork(p) } -> std::same_as<std::vector<AsyncFD>>;
 };
 
 // The family of this build, declared once in the contract's order; each family defines these
@@ -82,6 +86,7 @@ struct Family {
   static bool cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStateBase& fut);
   static Future<void> connectAddress(AsyncFD socket, const AddrInfo& target);
   static void dump(const Dispatcher& p, std::ostream& os);
+  static std::vector<AsyncFD> forgetAfterFork(Dispatcher& p);
 };
 static_assert(FamilyBackend<Family>);
 

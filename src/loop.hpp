@@ -56,6 +56,17 @@ void dumpTimersAndCallbacks(std::ostream& os, const DispatcherBase& p);
 // operation completes at once still yields to the loop (the fairness guard of optimistic I/O).
 bool takeSynchronousTurn() noexcept;
 
+// fork(), for the POSIX family's pthread_atfork handlers (platform/posix/family.cpp); Windows
+// never calls them. prepareFork takes the library's locks, so that the child finds none held by
+// a thread it does not have; both sides give them back. In the child, each thread's dispatcher is
+// renewed at its next use (see renewAfterFork in dispatcher.cpp).
+void prepareFork() noexcept;
+void resumeInParent() noexcept;
+void resumeInChild() noexcept;
+// The recycler's lock (src/recycler.cpp), for prepareFork and the resume functions.
+void lockRecycler() noexcept;
+void unlockRecycler() noexcept;
+
 // The OS's descriptor behind an AsyncFD.
 inline SocketHandle handle(AsyncFD fd) noexcept {
   return static_cast<SocketHandle>(fd);

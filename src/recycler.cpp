@@ -9,6 +9,7 @@
 // So the thread_local is only a pointer to them; the lists are also listed by thread id, and
 // the destructor that empties them at thread exit finds them that way, reading nothing of its own.
 #include "../include/asyncdispatch/recycler.hpp"
+#include "loop.hpp"
 
 #include <memory>
 #include <mutex>
@@ -98,6 +99,16 @@ void* allocateBlockSlow(std::size_t size) {
 
 void freeBlockSlow(void* block, std::size_t) noexcept {
   ::operator delete(block);
+}
+
+// Held across fork() (prepareFork): a thread making or freeing its lists meanwhile would leave
+// the child's copy locked for good.
+void lockRecycler() noexcept {
+  allLists().lock.lock();
+}
+
+void unlockRecycler() noexcept {
+  allLists().lock.unlock();
 }
 
 } // namespace asyncdispatch::detail

@@ -1093,6 +1093,7 @@ TEST_CASE("newCustom: an overlapped call of the application's own completes thro
   REQUIRE((started == 0 || WSAGetLastError() == WSA_IO_PENDING));
   ol.release();
   CHECK(hasPendingOperations());
+  CHECK(activeDescriptors() == 1); // the handle has an operation in flight, as a recv's would
   CHECK_THROWS_AS(ol.release(), ValueError);
   waitFor(send(client, std::string("hello")));
   pollUntil([&] { return calls > 0; });

@@ -84,6 +84,10 @@ class SelectEvent;
 ///   fds                      the table of SelectorKey<T>, indexed by descriptor (the drawing's)
 ///   count                    armed registrations (non-empty event sets), Nim's `count`
 ///   dump(os)                 print the kernel handle and the fds table in the drawing's notation
+///   forgetAfterFork()        in a forked child: close the descriptors the selector made (its
+///                            kernel queue too, where fork copies it) without a control call on
+///                            the queue, whose registrations may be the parent's, and forget
+///                            every key; the selector is then empty, and its destructor idle
 /// ```
 /// and of SelectEvent: its constructor (newSelectEvent), trigger() (safe from any thread; triggers
 /// before the next selectInto coalesce), close() and getFd().
@@ -111,6 +115,7 @@ concept SelectorBackend =
   { cs.count } -> std::convertible_to<int>;
   { cs.fds[0].data } -> std::convertible_to<const T&>;
   { cs.dump(os) } -> std::same_as<void>;
+  { s.forgetAfterFork() } -> std::same_as<void>;
   { cev.trigger() } -> std::same_as<void>;
   { ev.close() } -> std::same_as<void>;
   { cev.getFd() } -> std::same_as<SocketHandle>;

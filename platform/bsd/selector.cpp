@@ -249,7 +249,29 @@ Selector<T>::~Selector() {
     restoreDisposition(slot.param);
     unwatchSignal(slot.param);
   }
-  ::close(kqFD);
+  if (kqFD >= 0) ::close(kqFD);
+}
+
+// See 12. The table is emptied before the keys' data goes, so that a callback's destructor that
+// reaches this selector finds it empty.
+template <class T>
+void Selector<T>::forgetAfterFork() noexcept {
+  const std::vector<Slot> inherited = std::exchange(fds, {});
+  count = 0;
+  nchanges = 0;
+  dueReports.clear();
+  kqFD = -1; // not closed: the child has no such kq, and the number may be its own file now
+  for (const Slot& slot : inherited) {
+    if (slot.fd == InvalidIdent) continue;
+#ifdef EVFILT_USER
+    if (slot.event != nullptr) slot.event->kq.store(-1);
+#endif
+    if (!selectorOwnsFd(slot.events)) continue;
+    ::close(slot.fd);
+    if (!slot.events.contains(Event::Signal)) continue;
+    restoreDisposition(slot.param);
+    unwatchSignal(slot.param);
+  }
 }
 
 template <class T>

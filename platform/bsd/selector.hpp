@@ -42,6 +42,9 @@
 //     low half of a pointer: fd, the high half: generation), so an event of a descriptor closed
 //     and reused within one batch never reaches the new owner (libuv's tcp_close_accept;
 //     redis#4877), and isCurrent tells the loop whether the number was registered again.
+// 12. A kq is not inherited across fork: in the child its number is free, or already the child's
+//     own file. forgetAfterFork leaves kqFD unclosed (as libuv's uv__io_fork does), closes the
+//     keys' reserved descriptors, and puts the signals' dispositions and mask back.
 #pragma once
 
 #include <sys/types.h>
@@ -108,6 +111,8 @@ public:
   T& getData(SocketHandle fd);
   // Beyond Nim (see 11): whether key, from the last selectInto, is of key.fd's registration now.
   bool isCurrent(const ReadyKey& key) const;
+  // In a forked child (see 12): every key forgotten, the parent's kernel state untouched.
+  void forgetAfterFork() noexcept;
   void dump(std::ostream& os) const;
 
   // One descriptor's slot: the drawing's SelectorKey, and what the kernel side needs of it.

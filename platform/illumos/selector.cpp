@@ -245,7 +245,34 @@ Selector<T>::~Selector() {
     unwatchSignal(SIGCHLD);
     signals.release(SIGCHLD);
   }
-  ::close(portFD);
+  if (portFD >= 0) ::close(portFD);
+}
+
+// See 10. The table is emptied before the keys' data goes, so that a callback's destructor that
+// reaches this selector finds it empty.
+template <class T>
+void Selector<T>::forgetAfterFork() noexcept {
+  const std::vector<Slot> inherited = std::exchange(fds, {});
+  count = 0;
+  pendingFDs.clear();
+  dueKeys.clear();
+  signalKeys.clear();
+  signalFD = -1;
+  for (const Slot& slot : inherited) {
+    if (slot.fd == InvalidIdent || !selectorOwnsFd(slot.events)) continue;
+    ::close(slot.fd);
+    if (slot.events.contains(Event::Process)) children.remove(slot.fd);
+    if (slot.events.contains(Event::Signal)) {
+      unwatchSignal(slot.param);
+      signals.release(slot.param);
+    }
+  }
+  if (childrenWatched) {
+    childrenWatched = false;
+    unwatchSignal(SIGCHLD);
+    signals.release(SIGCHLD);
+  }
+  if (portFD >= 0) ::close(std::exchange(portFD, -1));
 }
 
 template <class T>

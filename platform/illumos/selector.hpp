@@ -52,6 +52,9 @@
 //     a readable pipe queues its event at once), and serves several selectors. Its read end is the
 //     key's number; selectInto empties it, reports the key once, and it is pending like any fd.
 //  9. port_create's descriptor is not close-on-exec on illumos: the constructor sets FD_CLOEXEC.
+// 10. A forked child gets a copy of portFD but not the port's events, nor the POSIX timers (a
+//     timer id there may already be the child's own): forgetAfterFork closes the copy and the
+//     keys' descriptors, deletes no timer, and gives back the signals (as libuv's uv__io_fork).
 #pragma once
 
 #include <port.h>
@@ -106,6 +109,8 @@ public:
   T& getData(SocketHandle fd);
   // Beyond Nim (see 4): whether key, from the last selectInto, is of key.fd's registration now.
   bool isCurrent(const ReadyKey& key) const;
+  // In a forked child (see 10): every key forgotten, the parent's kernel state untouched.
+  void forgetAfterFork() noexcept;
   void dump(std::ostream& os) const;
 
   // One descriptor's slot: the drawing's SelectorKey, and what the kernel side needs of it.

@@ -125,7 +125,26 @@ Selector<T>::~Selector() {
     if (slot.events.contains(Event::Process)) children.remove(slot.fd);
   }
   stopWatchingChildren();
-  ::close(epollFD);
+  if (epollFD >= 0) ::close(epollFD);
+}
+
+// See 11: the table is emptied before the keys' data goes, so that a callback's destructor that
+// reaches this selector finds it empty.
+template <class T>
+void Selector<T>::forgetAfterFork() noexcept {
+  const std::vector<Slot> inherited = std::exchange(fds, {});
+  count = 0;
+  for (const Slot& slot : inherited) {
+    if (slot.fd == InvalidIdent || !selectorOwnsFd(slot.events)) continue;
+    ::close(slot.fd);
+    if (slot.events.contains(Event::Signal)) unwatchSignal(slot.param);
+    if (slot.events.contains(Event::Process)) children.remove(slot.fd);
+  }
+  if (sigchldFD >= 0) {
+    ::close(std::exchange(sigchldFD, -1));
+    unwatchSignal(SIGCHLD);
+  }
+  if (epollFD >= 0) ::close(std::exchange(epollFD, -1));
 }
 
 template <class T>

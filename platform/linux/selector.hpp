@@ -31,6 +31,10 @@
 //     tcp_close_accept; redis#4877). So each registration gets a new generation, carried in
 //     epoll_event.data beside the fd: selectInto drops an earlier registration's event, and
 //     isCurrent tells the loop whether the number was registered again since the batch was taken.
+// 11. A forked child shares the epoll instance, and so every registration on it, with its parent:
+//     an EPOLL_CTL_DEL there removes the parent's. forgetAfterFork closes the child's copies
+//     (epollFD, the keys' timerfds, signalfds, pidfds, the SIGCHLD signalfd) and calls nothing
+//     else on them (libuv's uv__io_fork closes the epoll descriptor the same way).
 #pragma once
 
 #include <sys/epoll.h>
@@ -82,6 +86,8 @@ public:
   T& getData(SocketHandle fd);
   // Beyond Nim (see 10): whether key, from the last selectInto, is of key.fd's registration now.
   bool isCurrent(const ReadyKey& key) const;
+  // In a forked child (see 11): every key forgotten, the parent's kernel state untouched.
+  void forgetAfterFork() noexcept;
   void dump(std::ostream& os) const;
 
   // One descriptor's slot: the drawing's SelectorKey, and what the kernel side needs of it.

@@ -215,15 +215,32 @@ Selector<T>::Selector() = default;
 
 template <class T>
 Selector<T>::~Selector() {
-  for (const Slot& slot : fds) {
+  forgetAfterFork();
+}
+
+// See 12. The table is emptied before the keys' data goes, so that a callback's destructor that
+// reaches this selector finds it empty.
+template <class T>
+void Selector<T>::forgetAfterFork() noexcept {
+  const std::vector<Slot> inherited = std::exchange(fds, {});
+  count = 0;
+  pollFDs.clear();
+  timerKeys.clear();
+  dueKeys.clear();
+  signalKeys.clear();
+  signalIndex = -1;
+  scanFrom = 0;
+  for (const Slot& slot : inherited) {
     if (slot.fd == InvalidIdent || !selectorOwnsFd(slot.events)) continue;
     ::close(slot.fd);
+    if (slot.events.contains(Event::Process)) children.remove(slot.fd);
     if (slot.events.contains(Event::Signal)) {
       unwatchSignal(slot.param);
       signals.release(slot.param);
     }
   }
   if (childrenWatched) {
+    childrenWatched = false;
     unwatchSignal(SIGCHLD);
     signals.release(SIGCHLD);
   }

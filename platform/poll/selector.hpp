@@ -35,6 +35,8 @@
 // 11. A callback early in a batch may close a descriptor with a report later in it, and the next
 //     socket takes its number (libuv's tcp_close_accept; redis#4877): each registration gets a
 //     new generation, and isCurrent tells the loop whether the number was registered again.
+// 12. poll(2) keeps no state in the kernel, so what a forked child must forget is only what the
+//     destructor closes: forgetAfterFork is the destructor's work, and the destructor calls it.
 #pragma once
 
 #include <poll.h>
@@ -89,6 +91,8 @@ public:
   T& getData(SocketHandle fd);
   // Beyond Nim (see 11): whether key, from the last selectInto, is of key.fd's registration now.
   bool isCurrent(const ReadyKey& key) const;
+  // In a forked child (see 12): every key forgotten, the parent's kernel state untouched.
+  void forgetAfterFork() noexcept;
   void dump(std::ostream& os) const;
 
   // One descriptor's slot: the drawing's SelectorKey, and what the selector needs of it.

@@ -4,6 +4,7 @@
 // signals and processes in events.cpp.
 #include <sys/resource.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "../../src/dispatch.hpp"
 #include "../../src/family.hpp"
 #include "../../src/loop.hpp"
+#include "signals.hpp"
 
 namespace asyncdispatch {
 
@@ -60,6 +62,29 @@ struct ReportedKey {
   // Nim's runOnce unregisters a finished key, which closes the kernel object made for it.
   void remove() const { s.unregister(key.fd); }
 };
+
+// fork(): the library's locks are held across it (the child has only the forking thread, so a
+// lock another thread held would stay held there); in the child, the signals stop writing to the
+// parent's pipes at once, and each thread's dispatcher is renewed at its next use.
+void prepareFork() {
+  detail::prepareFork();
+  prepareSignalsForFork();
+}
+
+void resumeInParent() {
+  resumeSignalsInParent();
+  detail::resumeInParent();
+}
+
+void resumeInChild() {
+  resumeSignalsInChild();
+  detail::resumeInChild();
+}
+
+// Installed while the program's globals are initialised, before any thread of the library's can
+// exist; pthread_atfork fails only without memory, and then a child renews nothing.
+[[maybe_unused]] const bool forkHandled =
+    pthread_atfork(prepareFork, resumeInParent, resumeInChild) == 0;
 
 } // namespace
 
@@ -144,6 +169,18 @@ bool Family::cancelWaiting(Dispatcher& p, AsyncFD fd, const FutureStateBase& fut
 
 void Family::dump(const Dispatcher& p, std::ostream& os) {
   p.selector.dump(os);
+}
+
+// The sockets are listed before the selector forgets them; the keys of timers, signals, processes
+// and events are the inherited dispatcher's and go with it.
+std::vector<AsyncFD> Family::forgetAfterFork(Dispatcher& p) {
+  std::vector<AsyncFD> sockets;
+  for (const auto& slot : p.selector.fds) {
+    if (slot.fd != InvalidIdent && kindOf(slot.events) == Event::Read)
+      sockets.push_back(AsyncFD(slot.fd));
+  }
+  p.selector.forgetAfterFork();
+  return sockets;
 }
 
 } // namespace detail

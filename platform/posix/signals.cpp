@@ -125,7 +125,30 @@ void restoreDisposition(int signal) noexcept {
   if (signal == SIGCHLD) return;
   const std::lock_guard lock(ignoredLock);
   Ignored& entry = ignoredSignals[signal];
+  if (entry.watchers == 0) return; // put back in a forked child already (see 9)
   if (--entry.watchers == 0) sigaction(signal, &entry.saved, nullptr);
+}
+
+void prepareSignalsForFork() noexcept {
+  ignoredLock.lock();
+}
+
+void resumeSignalsInParent() noexcept {
+  ignoredLock.unlock();
+}
+
+// Runs in the child before fork() returns there, with one thread: only async-signal-safe calls.
+void resumeSignalsInChild() noexcept {
+  for (int signal = 1; signal < NSIG; ++signal) {
+    Route& route = routes[signal];
+    if (route.writeFd.exchange(-1) >= 0) sigaction(signal, &route.saved, nullptr);
+    route.pending.store(false);
+    Ignored& entry = ignoredSignals[signal];
+    if (entry.watchers > 0) sigaction(signal, &entry.saved, nullptr);
+    entry.watchers = 0;
+  }
+  handlersRunning.store(0); // a handler running in another thread at the fork never ends here
+  ignoredLock.unlock();
 }
 
 SignalPipe::~SignalPipe() {
@@ -163,7 +186,8 @@ void SignalPipe::catchSignal(int signal, const std::string& at) {
 void SignalPipe::release(int signal) noexcept {
   if (sigismember(&caughtSet, signal) != 1) return;
   Route& route = routes[signal];
-  sigaction(signal, &route.saved, nullptr);
+  // A route a fork took away (see 9) had its disposition put back then.
+  if (route.writeFd.load() == writeEnd.get()) sigaction(signal, &route.saved, nullptr);
   route.writeFd.store(-1);
   route.pending.store(false);
   sigdelset(&caughtSet, signal);

@@ -30,6 +30,12 @@
 //  8. While any dispatcher in the process watches a signal its disposition is SIG_IGN, so that
 //     its default action cannot end the process; the last watcher puts back what was there.
 //     SIGCHLD is left alone: ignoring it would make the kernel reap every child.
+//
+// Across fork (resumeSignalsInChild, called by the family's pthread_atfork handler):
+//  9. A forked child shares its parent's pipes, so in the child no route is left: a signal sent
+//     to the child never reaches the parent's dispatcher. Each signal caught or ignored for a
+//     watcher gets back, in the child, the disposition it had before; release and
+//     restoreDisposition then leave alone the signals they no longer hold.
 #pragma once
 
 #include <signal.h>
@@ -85,6 +91,11 @@ private:
   sigset_t caughtSet{};
   int count = 0;
 };
+
+// fork() (see 9): the dispositions' lock is held across it, and given back on both sides.
+void prepareSignalsForFork() noexcept;
+void resumeSignalsInParent() noexcept;
+void resumeSignalsInChild() noexcept;
 
 // Opens the caught signals in this thread for the length of a wait and blocks them again (see
 // 2): a signal pending from before is delivered at once, its handler writes the pipe, and the

@@ -94,6 +94,11 @@ void Selector<T>::dump(std::ostream&) const {
   unsupported("dump");
 }
 
+// Nothing to forget, and nothing to say "not supported" from: no stub Selector is ever made (its
+// constructor throws), and a porter's forgetAfterFork must not throw.
+template <class T>
+void Selector<T>::forgetAfterFork() noexcept {}
+
 template <class T>
 bool Selector<T>::isCurrent(const ReadyKey&) const {
   unsupported("isCurrent");

@@ -51,6 +51,8 @@ public:
   T& getData(SocketHandle fd);
   void dump(std::ostream& os) const;
   bool isCurrent(const ReadyKey& key) const;
+  // In a forked child: every key forgotten, the parent's kernel state untouched.
+  void forgetAfterFork() noexcept;
 
   int kernelFD = -1;               // the kernel object's handle (epollFD, kqFD, portFD ...)
   std::vector<SelectorKey<T>> fds; // indexed by descriptor, as in the other backends

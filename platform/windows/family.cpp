@@ -7,6 +7,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -203,13 +204,19 @@ bool Family::hasPendingIo(const Dispatcher& p) {
   return p.pendingOperations > p.abandonedOperations || !p.waits.empty();
 }
 
-// Each descriptor with a socket operation in flight or a callback waiting counts once (DESIGN §5),
-// and each timer, event and process once.
+// Each descriptor with a socket operation in flight, a call of the application's own (newCustom)
+// or a callback waiting counts once (DESIGN §5), and each timer, event and process once: what
+// POSIX's selector.count counts, where Nim's Windows counts every registered handle.
 int Family::armedCount(const Dispatcher& p) {
   int waitsAlone = 0;
   for (const auto& [fd, key] : p.waits)
     waitsAlone += p.operations.contains(fd) ? 0 : 1;
-  return static_cast<int>(p.operations.size()) + waitsAlone;
+  std::unordered_set<AsyncFD> customAlone;
+  for (const CustomOverlapped* ov : p.customOperations) {
+    if (!p.operations.contains(ov->data.fd) && !p.waits.contains(ov->data.fd))
+      customAlone.insert(ov->data.fd);
+  }
+  return static_cast<int>(p.operations.size() + customAlone.size()) + waitsAlone;
 }
 
 // Nim's register on Windows: associates fd with the completion port, keyed by fd itself, so
@@ -332,6 +339,11 @@ void Family::dump(const Dispatcher& p, std::ostream& os) {
     sep = ",\n";
   }
   os << (waited.empty() ? "},\n" : "\n  },\n");
+}
+
+// Windows has no fork(): the fork count that calls this never changes there.
+std::vector<AsyncFD> Family::forgetAfterFork(Dispatcher&) {
+  return {};
 }
 
 } // namespace detail
