@@ -395,6 +395,18 @@ public:
   // caught there). Nothing happens to a finished future.
   void cancel() const { state().cancel(); }
 
+  // Nim's addCallback on a FutureBase, for code that holds futures of mixed value types: cb is
+  // void() or void(FutureBase); it is queued like Future<T>'s, after the future finishes.
+  template <class F>
+  void addCallback(F&& cb) const {
+    state().addCallback(wrap(std::forward<F>(cb)), std::is_invocable_v<F&, FutureBase>);
+  }
+  // Nim's `callback=` on a FutureBase: replaces every callback the future has with cb.
+  template <class F>
+  void callback(F&& cb) const {
+    state().clearCallbacks();
+    addCallback(std::forward<F>(cb));
+  }
   // Nim's clearCallbacks: drops every callback the future has (a coroutine waiting on it is
   // destroyed with its continuation).
   void clearCallbacks() const { state().clearCallbacks(); }
@@ -419,6 +431,15 @@ protected:
 private:
   void release() noexcept {
     if (state_) state_->dropRef();
+  }
+  template <class F>
+  detail::UniqueFunction<void()> wrap(F&& cb) const {
+    if constexpr (std::is_invocable_v<F&, FutureBase>) {
+      return [self = *this, f = std::forward<F>(cb)]() mutable { f(self); };
+    } else {
+      static_assert(std::is_invocable_v<F&>, "a FutureBase callback is void() or void(FutureBase)");
+      return detail::UniqueFunction<void()>(std::forward<F>(cb));
+    }
   }
 };
 
