@@ -226,12 +226,13 @@ void poll(int timeout = 500);
 void drain(int timeout = 500);
 // Nim's runForever: polls until poll throws, normally the "No handles" ValueError.
 void runForever();
-// Nim's waitFor: polls until fut finishes, then reads it.
+// Nim's waitFor: polls until fut finishes, then reads it; the value is moved out when the caller
+// passed the only handle (waitFor(someCoroutine())).
 template <class T>
 T waitFor(Future<T> fut) {
   while (!fut.finished())
     poll();
-  return fut.read();
+  return std::move(fut).read();
 }
 // Nim's hasPendingOperations: an armed descriptor, a timer or a queued callback exists.
 bool hasPendingOperations();

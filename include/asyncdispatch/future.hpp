@@ -449,7 +449,8 @@ inline detail::FutureStateBase& detail::stateOf(const FutureBase& fut) {
 
 template <class T>
 class Future : public FutureBase {
-  // What co_await of a future makes (C++ awaiter protocol).
+  // What co_await of a future makes (C++ awaiter protocol); the two kinds below differ in how
+  // they give the value.
   struct Awaiter {
     detail::FutureState<T>* s;
 
@@ -476,7 +477,16 @@ class Future : public FutureBase {
         s->callbacks.push(detail::ResumeCoroutine(h));
       }
     }
-    T await_resume() const { return readState(*s); }
+  };
+  // co_await of a named future: the value stays in the future for its other readers.
+  struct SharedAwaiter : Awaiter {
+    decltype(auto) await_resume() const { return readShared(*this->s); }
+  };
+  // co_await of a temporary or of std::move(f): the awaiter takes the handle, and moves the value
+  // out when its handle is the future's only one (cppcoro's `co_await std::move(task)`).
+  struct OwnerAwaiter : Awaiter {
+    Future<T> owner;
+    T await_resume() { return readOwned(*this->s); }
   };
 
 public:
@@ -501,8 +511,15 @@ public:
   }
 
   // Nim's read: the value; rethrows the failure; ValueError("Future still in progress.") if
-  // the future has not finished.
-  T read() const { return readState(typedState()); }
+  // the future has not finished. The value stays for other readers: read() gives a copy, or, for
+  // a move-only T, a const reference that lives as long as the future's state.
+  decltype(auto) read() const& { return readShared(typedState()); }
+  // Reading a handle that is going away (std::move(f).read(), waitFor) moves the value out when
+  // that handle is the future's only one, and leaves the handle nil.
+  T read() && {
+    const Future<T> owner(std::move(*this));
+    return readOwned(owner.typedState());
+  }
 
   // Nim's addCallback: cb is void() or void(Future<T>); it runs from the dispatcher's callback
   // queue after the future finishes, in the order the callbacks were added.
@@ -518,8 +535,14 @@ public:
   }
 
   // Suspends the calling coroutine until the future finishes (nothing if it already has), then
-  // gives the value or throws the failure.
-  Awaiter operator co_await() const { return Awaiter{&typedState()}; }
+  // gives the value as read() does, or throws the failure.
+  SharedAwaiter operator co_await() const& { return SharedAwaiter{{&typedState()}}; }
+  // co_await someCoroutine(), co_await recv(...): the value is moved out when nothing else holds
+  // the future, so awaiting a string or a std::unique_ptr copies nothing.
+  OwnerAwaiter operator co_await() && {
+    detail::FutureState<T>* s = &typedState();
+    return OwnerAwaiter{{s}, std::move(*this)};
+  }
 
 private:
   template <class U>
@@ -531,10 +554,31 @@ private:
     return static_cast<detail::FutureState<T>&>(state());
   }
 
-  static T readState(const detail::FutureState<T>& s) {
+  // What a reader that leaves the value in place gets: a copy, as Nim's read gives, or a const
+  // reference when T cannot be copied.
+  using SharedValue = std::conditional_t<std::is_void_v<T> || std::is_copy_constructible_v<T>, T,
+                                         std::add_lvalue_reference_t<const T>>;
+
+  static SharedValue readShared(const detail::FutureState<T>& s) {
     if (!s.finished) throw ValueError("Future still in progress.");
     if (s.error()) std::rethrow_exception(s.error());
     if constexpr (!std::is_void_v<T>) return *s.value;
+  }
+  // For a reader whose handle is going away: the value moves out when that handle is the only
+  // one (refs counts it), since nothing can read the value after it.
+  static T readOwned(detail::FutureState<T>& s) {
+    if (!s.finished) throw ValueError("Future still in progress.");
+    if (s.error()) std::rethrow_exception(s.error());
+    if constexpr (!std::is_void_v<T>) {
+      if (s.refs == 1) return std::move(*s.value);
+      if constexpr (std::is_copy_constructible_v<T>) {
+        return *s.value;
+      } else {
+        throw ValueError(std::string("read: the value of ") + s.fromProc +
+                         " cannot be moved out while another handle holds the future, and it "
+                         "cannot be copied; read it through a named handle (const T&)");
+      }
+    }
   }
 
   template <class F>
