@@ -137,6 +137,24 @@ private:
   std::uintptr_t bits_ = 0;
 };
 
+// Where a coroutine is defined, for its frame in async tracebacks.
+struct CoroutineSite {
+  const char* procname;
+  const char* filename;
+  int line;
+};
+
+// What a failed future holds, made only when a future fails: the error, and the chain of
+// coroutines it left on its way to this future (this path's async traceback).
+struct Failure {
+  static void* operator new(std::size_t size) { return allocateBlock(size); }
+  static void operator delete(void* block, std::size_t size) noexcept { freeBlock(block, size); }
+
+  std::exception_ptr error;
+  AsyncTraceback* traced = nullptr; // the error's traceback, if its type carries one
+  TracebackChain chain;
+};
+
 // The part of a future's state that does not depend on T. Its memory comes from the thread's
 // recycler (recycler.hpp).
 struct FutureStateBase {
@@ -147,7 +165,7 @@ struct FutureStateBase {
   FutureStateBase(const FutureStateBase&) = delete;
   FutureStateBase& operator=(const FutureStateBase&) = delete;
   virtual ~FutureStateBase() {
-    if (finished) error_.~exception_ptr();
+    if (finished) delete failure_;
   }
 
   // Nim's checkFinished: throws FutureError if the future already finished.
@@ -156,14 +174,18 @@ struct FutureStateBase {
   }
   // Marks the future finished and moves its callbacks to the dispatcher's queue, in order.
   void finish() {
-    ::new (&error_) std::exception_ptr(); // no error: constexpr, no call into the runtime
+    failure_ = nullptr;
     finished = true;
     if (!callbacks.empty()) scheduleCallbacks();
   }
-  void fail(std::exception_ptr e);
+  // Nim's fail: the future keeps the chain the error shows now (that of the future it was read
+  // from), or, when a coroutine's body let it escape (site), that chain with the coroutine's frame.
+  void fail(std::exception_ptr e, const CoroutineSite* site = nullptr);
   // Finished with an error (the error is only there once the future has finished).
-  bool failed() const noexcept { return finished && error_ != nullptr; }
-  const std::exception_ptr& error() const noexcept { return error_; } // only once finished
+  bool failed() const noexcept { return finished && failure_ != nullptr; }
+  // The error of a failed future, showing this future's traceback (Nim's read and readError
+  // inject the traceback into the one exception object).
+  const std::exception_ptr& shownError() const noexcept;
   // How cancel() stops the operation; only while pending.
   void setCancelHook(CancelHook hook) noexcept {
     if (!finished) cancelHook_ = hook;
@@ -211,7 +233,7 @@ private:
   // two share a word (`finished` says which is there): every future pays for one, not both.
   union {
     CancelHook cancelHook_{};
-    std::exception_ptr error_;
+    Failure* failure_; // null when it completed without an error
   };
 
 public:
@@ -561,14 +583,14 @@ private:
 
   static SharedValue readShared(const detail::FutureState<T>& s) {
     if (!s.finished) throw ValueError("Future still in progress.");
-    if (s.error()) std::rethrow_exception(s.error());
+    if (s.failed()) std::rethrow_exception(s.shownError());
     if constexpr (!std::is_void_v<T>) return *s.value;
   }
   // For a reader whose handle is going away: the value moves out when that handle is the only
   // one (refs counts it), since nothing can read the value after it.
   static T readOwned(detail::FutureState<T>& s) {
     if (!s.finished) throw ValueError("Future still in progress.");
-    if (s.error()) std::rethrow_exception(s.error());
+    if (s.failed()) std::rethrow_exception(s.shownError());
     if constexpr (!std::is_void_v<T>) {
       if (s.refs == 1) return std::move(*s.value);
       if constexpr (std::is_copy_constructible_v<T>) {
@@ -611,16 +633,19 @@ void asyncCheck(Future<T> fut) {
 
 namespace detail {
 
-// Adds `coroutine` to the async traceback of e if e's type carries one (AsyncTraceback).
-void addTracebackFrame(const std::exception_ptr& e, const char* coroutine) noexcept;
-
-// The name of the function a coroutine frame belongs to. __builtin_FUNCTION (GCC, clang, MSVC)
-// in a default argument is evaluated where the promise is made, that is inside the coroutine, so
-// a coroutine's future is named after its function, as Nim names an async proc's future. The
-// constructor is explicit so that no coroutine argument can be taken for it.
+// The name, file and line of the function a coroutine frame belongs to. __builtin_FUNCTION,
+// __builtin_FILE and __builtin_LINE (GCC, clang, MSVC: what std::source_location is made of,
+// which clang 14's library lacks) in a default argument are evaluated where the promise is made,
+// that is inside the coroutine, so a coroutine's future is named after its function, as Nim
+// names an async proc's future. The line is the function's (GCC gives its closing brace, clang
+// its name). The constructor is explicit so that no coroutine argument can be taken for it.
 struct CoroutineName {
-  explicit CoroutineName(const char* name = __builtin_FUNCTION()) noexcept : value(name) {}
+  explicit CoroutineName(const char* name = __builtin_FUNCTION(),
+                         const char* file = __builtin_FILE(), int line = __builtin_LINE()) noexcept
+      : value(name), file(file), line(line) {}
   const char* value;
+  const char* file;
+  int line;
 };
 
 // The coroutine side of Future<T>: the frame owns a reference to the result future, the body runs
@@ -631,7 +656,8 @@ struct PromiseBase : CoroutineCanceller {
   static void* operator new(std::size_t size) { return allocateBlock(size); }
   static void operator delete(void* frame, std::size_t size) noexcept { freeBlock(frame, size); }
 
-  explicit PromiseBase(CoroutineName name) : future(newStateFor(name.value, this)) {}
+  explicit PromiseBase(CoroutineName name)
+      : future(newStateFor(name.value, this)), file(name.file), line(name.line) {}
   PromiseBase(const PromiseBase&) = delete;
   PromiseBase& operator=(const PromiseBase&) = delete;
   // A frame destroyed while suspended (its dispatcher went away) leaves its future pending:
@@ -639,6 +665,8 @@ struct PromiseBase : CoroutineCanceller {
   ~PromiseBase() { stateOf(future).setCancelHook(CancelHook()); }
 
   Future<T> future;
+  const char* file; // where the coroutine is defined, for its traceback frame
+  int line;
 
   // The coroutine's future, made with its cancel hook pointing back at this frame.
   static Future<T> newStateFor(const char* name, CoroutineCanceller* frame) {
@@ -650,12 +678,11 @@ struct PromiseBase : CoroutineCanceller {
   Future<T> get_return_object() const noexcept { return future; }
   std::suspend_never initial_suspend() const noexcept { return {}; }
   std::suspend_never final_suspend() const noexcept { return {}; }
-  // The exception leaves the body: the coroutine's name joins its async traceback, and the
-  // coroutine's future fails with it.
+  // The exception leaves the body: the coroutine's future fails with it, its traceback the
+  // chain the error arrived with plus this coroutine's frame.
   void unhandled_exception() const {
-    std::exception_ptr e = std::current_exception();
-    addTracebackFrame(e, future.fromProc());
-    future.fail(std::move(e));
+    const CoroutineSite site{future.fromProc(), file, line};
+    stateOf(future).fail(std::current_exception(), &site);
   }
 };
 
