@@ -52,7 +52,7 @@ void FutureStateBase::fail(std::exception_ptr e, const CoroutineSite* site) {
     failure->chain = failure->traced->chain();
     if (site != nullptr) {
       try {
-        failure->chain = std::make_shared<const TracebackFrame>(
+        failure->chain = std::make_shared<TracebackFrame>(
             TracebackFrame{site->procname, site->filename, site->line, std::move(failure->chain)});
       } catch (...) { // out of memory: the error itself still goes through, without this frame
       }
@@ -65,12 +65,7 @@ void FutureStateBase::fail(std::exception_ptr e, const CoroutineSite* site) {
 }
 
 const std::exception_ptr& FutureStateBase::shownError() const noexcept {
-  if (failure_->traced != nullptr) {
-    try {
-      failure_->traced->showChain(failure_->chain);
-    } catch (...) { // out of memory for the text: the error still goes, showing its last chain
-    }
-  }
+  if (failure_->traced != nullptr) failure_->traced->showChain(failure_->chain);
   return failure_->error;
 }
 

@@ -9,7 +9,9 @@
 #include <sys/socket.h>
 #endif
 
+#include <algorithm>
 #include <cerrno>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -186,6 +188,11 @@ Future<int> rightBranch(Future<int> shared) {
 
 Future<int> awaitOnce(Future<int> shared) {
   co_return co_await shared;
+}
+
+// A stage of a long pipeline: passes on what the stage before it gives.
+Future<int> passOn(Future<int> before) {
+  co_return co_await before;
 }
 
 // The what() of the error a future failed with, read through readError as a stored error is.
@@ -467,5 +474,37 @@ TEST_CASE("traceback: a failed future awaited 10,000 times leaves the what() of 
   Future<int> last = awaitOnce(shared);
   CHECK(names(storedWhat(last)) == names(before) + "\n  awaitOnce");
   CHECK(storedWhat(shared) == before);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("traceback: an error through a pipeline of 10,000 coroutines shows every frame") {
+  constexpr int kStages = 10000;
+  Future<int> first = newFuture<int>("first");
+  Future<int> last = first;
+  for (int i = 0; i < kStages; ++i)
+    last = passOn(last); // each waits for the one before: no stage nests in another's call
+  first.fail(IOError("at the start"));
+  settle(last, 20000);
+  try {
+    last.read();
+    FAIL("read() did not throw");
+  } catch (const IOError& e) {
+    const std::string& trace = e.traceback();
+    CHECK(std::count(trace.begin(), trace.end(), '\n') == kStages);
+    CHECK(trace.find(") passOn\n") != std::string::npos);
+  }
+  first = Future<int>();
+  last = Future<int>();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("traceback: a chain of a million frames is freed without a recursion as deep as the "
+          "chain") {
+  TracebackChain chain;
+  for (int i = 0; i < 1000000; ++i)
+    chain = std::make_shared<TracebackFrame>(TracebackFrame{"stage", __FILE__, i, chain});
+  CHECK(chain->line == 999999);
+  chain.reset(); // a recursive release would need hundreds of megabytes of stack
+  CHECK(chain == nullptr);
   checkDispatcherEmpty();
 }

@@ -21,6 +21,14 @@ struct TracebackFrame {
   const char* filename; ///< the file that defines it
   int line;             ///< the line of its definition (GCC: the closing brace; clang: the name)
   std::shared_ptr<const TracebackFrame> inner; ///< the frame the error left before this one
+
+  /// Frees the inner frames that only this one holds one at a time: a chain through a long
+  /// pipeline of coroutines must not be freed by a recursion as deep as the chain.
+  ~TracebackFrame() {
+    std::shared_ptr<const TracebackFrame> next = std::move(inner);
+    while (next && next.use_count() == 1)
+      next = std::move(const_cast<TracebackFrame&>(*next).inner); // made non-const (make_shared)
+  }
 };
 /// A chain of frames, by its outermost frame; null when the error left no coroutine.
 using TracebackChain = std::shared_ptr<const TracebackFrame>;
@@ -46,7 +54,7 @@ public:
   virtual const TracebackChain& chain() const noexcept = 0;
   /// Shows `chain` in what() and traceback() in place of the one shown before (Nim's
   /// injectStacktrace strips the old traceback first, so re-reading never accumulates).
-  virtual void showChain(TracebackChain chain) = 0;
+  virtual void showChain(TracebackChain chain) noexcept = 0;
 
 protected:
   ~AsyncTraceback() = default;
@@ -63,23 +71,23 @@ public:
       : Base(std::forward<Args>(args)...), text_(Base::what()), messageSize_(text_.size()) {}
 
   /// The message, then the traceback (Nim's msg with its async traceback).
-  const char* what() const noexcept override { return text_.c_str(); }
+  const char* what() const noexcept override {
+    refresh();
+    return text_.c_str();
+  }
   /// AsyncTraceback's traceback.
-  const std::string& traceback() const noexcept override { return trace_; }
+  const std::string& traceback() const noexcept override {
+    refresh();
+    return trace_;
+  }
   /// AsyncTraceback's chain.
   const TracebackChain& chain() const noexcept override { return chain_; }
-  /// AsyncTraceback's showChain: rebuilds what() from the message and the chain.
-  void showChain(TracebackChain chain) override {
+  /// AsyncTraceback's showChain. The text is rebuilt when it is next asked for, so an error
+  /// passed on through a long pipeline of coroutines costs each of them one pointer.
+  void showChain(TracebackChain chain) noexcept override {
     if (chain == chain_) return;
-    std::string trace = detail::formatTraceback(chain.get());
-    std::string text = text_.substr(0, messageSize_);
-    if (!trace.empty()) {
-      text += "\nAsync traceback (innermost first):\n";
-      text.append(trace, 0, trace.size() - 1); // what() ends without a newline
-    }
-    text_ = std::move(text);
-    trace_ = std::move(trace);
     chain_ = std::move(chain);
+    stale_ = true;
   }
 
 protected:
@@ -89,13 +97,33 @@ protected:
     messageSize_ = text_.size();
     trace_.clear();
     chain_.reset();
+    stale_ = false;
   }
 
 private:
-  std::string text_;  // the message, then the traceback
-  std::string trace_; // the traceback alone
+  // Rebuilds the text from the message and the chain shown; out of memory, the text stays as it
+  // was (what() is noexcept).
+  void refresh() const noexcept {
+    if (!stale_) return;
+    try {
+      std::string trace = detail::formatTraceback(chain_.get());
+      std::string text = text_.substr(0, messageSize_);
+      if (!trace.empty()) {
+        text += "\nAsync traceback (innermost first):\n";
+        text.append(trace, 0, trace.size() - 1); // what() ends without a newline
+      }
+      text_ = std::move(text);
+      trace_ = std::move(trace);
+      stale_ = false;
+    } catch (...) {
+    }
+  }
+
+  mutable std::string text_;  // the message, then the traceback
+  mutable std::string trace_; // the traceback alone
   TracebackChain chain_;
-  std::size_t messageSize_; // the message's length in text_
+  std::size_t messageSize_;    // the message's length in text_
+  mutable bool stale_ = false; // chain_ changed since the text was built
 };
 
 /// Nim's OSError: an operating-system call failed. code() is the errno (Windows: the error code);
