@@ -2,7 +2,9 @@
 #include "../include/asyncdispatch/future.hpp"
 #include "loop.hpp"
 
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace asyncdispatch {
 
@@ -26,12 +28,45 @@ void FutureStateBase::scheduleCallbacks() {
   callbacks.takeAll([](UniqueFunction<void()>&& cb) { enqueueCallback(std::move(cb)); });
 }
 
-void FutureStateBase::fail(std::exception_ptr e) {
+namespace {
+
+// The traceback of e, if its type carries one. Finding out costs a throw: failures only.
+AsyncTraceback* tracebackOf(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (AsyncTraceback& traced) {
+    return &traced;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+} // namespace
+
+void FutureStateBase::fail(std::exception_ptr e, const CoroutineSite* site) {
   checkNotFinished();
   if (!e) throw ValueError("fail: the exception_ptr is empty");
-  ::new (&error_) std::exception_ptr(std::move(e));
+  auto failure = std::make_unique<Failure>();
+  failure->traced = tracebackOf(e);
+  if (failure->traced != nullptr) {
+    failure->chain = failure->traced->chain();
+    if (site != nullptr) {
+      try {
+        failure->chain = std::make_shared<TracebackFrame>(
+            TracebackFrame{site->procname, site->filename, site->line, std::move(failure->chain)});
+      } catch (...) { // out of memory: the error itself still goes through, without this frame
+      }
+    }
+  }
+  failure->error = std::move(e);
+  failure_ = failure.release();
   finished = true;
   if (!callbacks.empty()) scheduleCallbacks();
+}
+
+const std::exception_ptr& FutureStateBase::shownError() const noexcept {
+  if (failure_->traced != nullptr) failure_->traced->showChain(failure_->chain);
+  return failure_->error;
 }
 
 void FutureStateBase::cancel() {
@@ -62,18 +97,6 @@ void CoroutineCanceller::cancel() {
     awaited->dropRef();
   } else {
     cancelRequested = true; // running, or its resumption is already queued
-  }
-}
-
-void addTracebackFrame(const std::exception_ptr& e, const char* coroutine) noexcept {
-  try {
-    std::rethrow_exception(e);
-  } catch (AsyncTraceback& traced) {
-    try {
-      traced.addFrame(coroutine);
-    } catch (...) { // out of memory: the error itself still goes through, without this frame
-    }
-  } catch (...) {
   }
 }
 
@@ -109,12 +132,23 @@ void SuspendedList::destroyAll() noexcept {
     static_cast<ResumeCoroutine*>(head_.next)->release().destroy();
 }
 
+std::string formatTraceback(const TracebackFrame* outermost) {
+  std::vector<const TracebackFrame*> frames;
+  for (const TracebackFrame* f = outermost; f != nullptr; f = f->inner.get())
+    frames.push_back(f);
+  std::string text;
+  for (auto f = frames.rbegin(); f != frames.rend(); ++f)
+    text += std::string("  ") + (*f)->filename + "(" + std::to_string((*f)->line) + ") " +
+            (*f)->procname + "\n";
+  return text;
+}
+
 } // namespace detail
 
 std::exception_ptr FutureBase::readError() const {
   const detail::FutureStateBase& s = state();
   if (!s.failed()) throw ValueError("No error in future.");
-  return s.error();
+  return s.shownError();
 }
 
 void FutureBase::fail(std::exception_ptr error) const {

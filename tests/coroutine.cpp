@@ -6,8 +6,10 @@
 
 #include <pthread.h>
 
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace asyncdispatch;
@@ -122,6 +124,64 @@ void runOnSmallStack(F& fn) {
   REQUIRE(pthread_create(&thread, &attr, trampoline, &fn) == 0);
   pthread_join(thread, nullptr);
   pthread_attr_destroy(&attr);
+}
+
+// A value that counts its copies (moves are free), to see where a co_await copies.
+struct Counted {
+  Counted(int v, int* copies) : value(v), copies(copies) {}
+  Counted(const Counted& other) : value(other.value), copies(other.copies) { ++*copies; }
+  Counted(Counted&&) noexcept = default;
+  Counted& operator=(const Counted&) = delete;
+  Counted& operator=(Counted&&) = delete;
+  ~Counted() = default;
+  int value;
+  int* copies;
+};
+
+Future<Counted> countedLater(int v, int* copies) {
+  co_await sleepAsync(0);
+  co_return Counted(v, copies);
+}
+
+Future<Counted> countedAtOnce(int v, int* copies) {
+  co_return Counted(v, copies);
+}
+
+// Awaits futures that nothing else holds: a suspended coroutine, a finished one, a handle given
+// up with std::move (which leaves it nil).
+Future<int> awaitsOwnCounted(int* copies, bool* movedHandleNil) {
+  const Counted a = co_await countedLater(1, copies);
+  const Counted b = co_await countedAtOnce(2, copies);
+  Future<Counted> named = countedLater(3, copies);
+  const Counted c = co_await std::move(named);
+  *movedHandleNil = named.isNil(); // co_await std::move(named) took the handle
+  co_return a.value + b.value + c.value;
+}
+
+Future<int> awaitsNamedCounted(Future<Counted> shared) {
+  const Counted got = co_await shared;
+  co_return got.value;
+}
+
+Future<int> awaitsCopiedHandle(Future<Counted> shared) {
+  const Counted got = co_await Future<Counted>(shared); // a temporary, but not the only handle
+  co_return got.value;
+}
+
+Future<std::unique_ptr<int>> boxLater(int v) {
+  co_await sleepAsync(0);
+  co_return std::make_unique<int>(v);
+}
+
+Future<int> unboxes(int v) {
+  const std::unique_ptr<int> box = co_await boxLater(v);
+  co_return *box + 1;
+}
+
+// co_await of a named handle to a move-only value gives a const reference into the future.
+Future<const int*> peeksAtBox(Future<std::unique_ptr<int>> box) {
+  const std::unique_ptr<int>& seen = co_await box;
+  co_return seen.get();
 }
 
 } // namespace
@@ -320,5 +380,55 @@ TEST_CASE("co_await: a thread's exit destroys the coroutines suspended on its di
   CHECK(onTimer);
   CHECK(onFuture);
   CHECK(onQueue);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: the future's only owner takes the value without a copy; a named future "
+          "keeps it for every reader (beyond Nim)") {
+  int copies = 0;
+  bool movedHandleNil = false;
+  Future<int> own = awaitsOwnCounted(&copies, &movedHandleNil);
+  CHECK(waitWithin(own) == 6);
+  CHECK(movedHandleNil);
+  CHECK(waitFor(countedLater(4, &copies)).value == 4);
+  CHECK(countedAtOnce(5, &copies).read().value == 5);
+  CHECK(copies == 0);
+
+  Future<Counted> shared = newFuture<Counted>("shared");
+  Future<int> first = awaitsNamedCounted(shared);
+  Future<int> second = awaitsNamedCounted(shared);
+  Future<int> third = awaitsCopiedHandle(shared);
+  shared.complete(Counted(7, &copies));
+  CHECK(waitWithin(first) == 7);
+  CHECK(waitWithin(second) == 7);
+  CHECK(waitWithin(third) == 7);
+  CHECK(copies == 3); // each reader its own copy
+  CHECK(shared.read().value == 7);
+  CHECK(copies == 4);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("co_await: a move-only value (std::unique_ptr) goes through coroutines, waitFor and "
+          "read, and a shared reader sees it in place (beyond Nim)") {
+  CHECK(waitFor(unboxes(41)) == 42);
+  const std::unique_ptr<int> fromWaitFor = waitFor(boxLater(5));
+  REQUIRE(fromWaitFor != nullptr);
+  CHECK(*fromWaitFor == 5);
+
+  Future<std::unique_ptr<int>> box = boxLater(6);
+  settle(box);
+  const std::unique_ptr<int>& inPlace = box.read();
+  REQUIRE(inPlace != nullptr);
+  CHECK(*inPlace == 6);
+  CHECK(waitFor(peeksAtBox(box)) == inPlace.get());
+  Future<std::unique_ptr<int>> other = box;
+  CHECK_THROWS_WITH_AS(std::move(other).read(), doctest::Contains("cannot be moved out"),
+                       ValueError);
+  CHECK(other.isNil());
+  CHECK(box.read().get() == inPlace.get()); // the refused move left the value where it was
+  const int* const where = inPlace.get();
+  const std::unique_ptr<int> taken = std::move(box).read();
+  CHECK(taken.get() == where);
+  CHECK(box.isNil());
   checkDispatcherEmpty();
 }

@@ -246,6 +246,44 @@ TEST_CASE("addCallback: runs for a failed future too, which it can inspect") {
   checkDispatcherEmpty();
 }
 
+TEST_CASE("addCallback: on FutureBase, futures of mixed value types take one callback that "
+          "receives each finished future, in the order they finish") {
+  Future<int> number = newFuture<int>("number");
+  Future<std::string> text = newFuture<std::string>("text");
+  Future<void> done = newFuture<void>("done");
+  const std::vector<FutureBase> mixed{number, text, done};
+  std::vector<std::string> ran;
+  int plain = 0;
+  for (const FutureBase& f : mixed) {
+    f.addCallback([&ran](FutureBase finished) {
+      ran.push_back(std::string(finished.fromProc()) + (finished.failed() ? " failed" : " ok"));
+    });
+    f.addCallback([&plain] { ++plain; });
+  }
+  text.complete(std::string("t"));
+  done.fail(IOError("down"));
+  number.complete(1);
+  poll(0);
+  CHECK(ran == std::vector<std::string>{"text ok", "done failed", "number ok"});
+  CHECK(plain == 3);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("callback: on FutureBase replaces every callback the future had, those of Future<T> "
+          "too") {
+  Future<int> f = newFuture<int>("typed");
+  std::vector<std::string> ran;
+  f.addCallback([&ran](Future<int>) { ran.push_back("typed"); });
+  const FutureBase base = f;
+  base.callback([&ran](const FutureBase& finished) {
+    ran.push_back(std::string("base ") + (finished.finished() ? "finished" : "pending"));
+  });
+  f.complete(3);
+  poll(0);
+  CHECK(ran == std::vector<std::string>{"base finished"});
+  checkDispatcherEmpty();
+}
+
 TEST_CASE("asyncCheck: a failure is rethrown from poll with its own type") {
   Future<int> f = newFuture<int>();
   asyncCheck(f);
@@ -362,5 +400,16 @@ TEST_CASE("withTimeout: cancelling the result after the input's callbacks were c
   CHECK_THROWS_AS(r.read(), CancelledError);
   f.complete(1);
   runDry();
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("addCallback: a FutureBase callback holding the only handle is freed with a future "
+          "dropped unfinished (no reference cycle)") {
+  int destroyed = 0;
+  {
+    const FutureBase f = newFuture<int>("never finished");
+    f.addCallback([probe = DestructionProbe(&destroyed)](FutureBase) {});
+  }
+  CHECK(destroyed == 1);
   checkDispatcherEmpty();
 }

@@ -307,11 +307,12 @@ inline void settle(const FutureBase& fut, int ms = 5000) {
   }
 }
 
-// waitFor with a deadline: settle, then read (a failure is rethrown).
+// waitFor with a deadline: settle, then read (a failure is rethrown); like waitFor, it moves the
+// value out when the caller passed the only handle.
 template <class T>
 T waitWithin(Future<T> fut, int ms = 5000) {
   settle(fut, ms);
-  return fut.read();
+  return std::move(fut).read();
 }
 
 // The OSError a finished future failed with. Any other outcome fails the check and gives an

@@ -294,6 +294,21 @@ std::pair<AsyncFD, AsyncFD> congestedPair() {
   return {client, server};
 }
 
+// Awaits one recv of up to 16 KiB as its only owner and tells whether the string it got has the
+// buffer that recv completed its future with (*stored, noted before the coroutine resumes):
+// the co_await moved the string rather than copying it.
+Future<bool> receivesInPlace(AsyncFD fd, const char** stored) {
+  Future<std::string> pending = recv(fd, 16384);
+  auto* state = &static_cast<detail::FutureState<std::string>&>(detail::stateOf(pending));
+  if (pending.finished()) { // the data was there: recv completed at once
+    *stored = state->value->data();
+  } else { // runs before the coroutine's continuation, which the co_await adds after it
+    pending.addCallback([state, stored] { *stored = state->value->data(); });
+  }
+  const std::string got = co_await std::move(pending);
+  co_return got.size() > 15 && got.data() == *stored; // longer than the string's inline buffer
+}
+
 } // namespace
 
 TEST_CASE("createAsyncNativeSocket: makes a registered, non-blocking, close-on-exec TCP socket") {
@@ -634,6 +649,23 @@ TEST_CASE("recv: asking for less than is there gives that much and leaves the re
   rawSend(client, "abcdef");
   CHECK(waitWithin(recv(server, 3)) == "abc");
   CHECK(waitWithin(recv(server, 100)) == "def");
+  closeSocket(client);
+  closeSocket(server);
+  checkDispatcherEmpty();
+}
+
+TEST_CASE("recv: co_await of recv by its only owner hands the string over without a copy "
+          "(beyond Nim)") {
+  auto [client, server] = connectedPair();
+  const std::string data = pattern(16384, 3);
+  const char* stored = nullptr;
+  rawSend(client, data); // already there when recv is called
+  CHECK(waitWithin(receivesInPlace(server, &stored)));
+  stored = nullptr;
+  Future<bool> waiting = receivesInPlace(server, &stored); // arrives while the coroutine waits
+  poll(0);
+  rawSend(client, data.substr(0, 1000));
+  CHECK(waitWithin(waiting));
   closeSocket(client);
   closeSocket(server);
   checkDispatcherEmpty();

@@ -269,12 +269,13 @@ void drain(D timeout) {
 }
 // Nim's runForever: polls until poll throws, normally the "No handles" ValueError.
 void runForever();
-// Nim's waitFor: polls until fut finishes, then reads it.
+// Nim's waitFor: polls until fut finishes, then reads it; the value is moved out when the caller
+// passed the only handle (waitFor(someCoroutine())).
 template <class T>
 T waitFor(Future<T> fut) {
   while (!fut.finished())
     poll();
-  return fut.read();
+  return std::move(fut).read();
 }
 // Nim's hasPendingOperations: an armed descriptor, a timer or a queued callback exists.
 bool hasPendingOperations();

@@ -137,6 +137,24 @@ private:
   std::uintptr_t bits_ = 0;
 };
 
+// Where a coroutine is defined, for its frame in async tracebacks.
+struct CoroutineSite {
+  const char* procname;
+  const char* filename;
+  int line;
+};
+
+// What a failed future holds, made only when a future fails: the error, and the chain of
+// coroutines it left on its way to this future (this path's async traceback).
+struct Failure {
+  static void* operator new(std::size_t size) { return allocateBlock(size); }
+  static void operator delete(void* block, std::size_t size) noexcept { freeBlock(block, size); }
+
+  std::exception_ptr error;
+  AsyncTraceback* traced = nullptr; // the error's traceback, if its type carries one
+  TracebackChain chain;
+};
+
 // The part of a future's state that does not depend on T. Its memory comes from the thread's
 // recycler (recycler.hpp).
 struct FutureStateBase {
@@ -147,7 +165,7 @@ struct FutureStateBase {
   FutureStateBase(const FutureStateBase&) = delete;
   FutureStateBase& operator=(const FutureStateBase&) = delete;
   virtual ~FutureStateBase() {
-    if (finished) error_.~exception_ptr();
+    if (finished) delete failure_;
   }
 
   // Nim's checkFinished: throws FutureError if the future already finished.
@@ -156,14 +174,18 @@ struct FutureStateBase {
   }
   // Marks the future finished and moves its callbacks to the dispatcher's queue, in order.
   void finish() {
-    ::new (&error_) std::exception_ptr(); // no error: constexpr, no call into the runtime
+    failure_ = nullptr;
     finished = true;
     if (!callbacks.empty()) scheduleCallbacks();
   }
-  void fail(std::exception_ptr e);
+  // Nim's fail: the future keeps the chain the error shows now (that of the future it was read
+  // from), or, when a coroutine's body let it escape (site), that chain with the coroutine's frame.
+  void fail(std::exception_ptr e, const CoroutineSite* site = nullptr);
   // Finished with an error (the error is only there once the future has finished).
-  bool failed() const noexcept { return finished && error_ != nullptr; }
-  const std::exception_ptr& error() const noexcept { return error_; } // only once finished
+  bool failed() const noexcept { return finished && failure_ != nullptr; }
+  // The error of a failed future, showing this future's traceback (Nim's read and readError
+  // inject the traceback into the one exception object).
+  const std::exception_ptr& shownError() const noexcept;
   // How cancel() stops the operation; only while pending.
   void setCancelHook(CancelHook hook) noexcept {
     if (!finished) cancelHook_ = hook;
@@ -211,7 +233,7 @@ private:
   // two share a word (`finished` says which is there): every future pays for one, not both.
   union {
     CancelHook cancelHook_{};
-    std::exception_ptr error_;
+    Failure* failure_; // null when it completed without an error
   };
 
 public:
@@ -395,6 +417,18 @@ public:
   // caught there). Nothing happens to a finished future.
   void cancel() const { state().cancel(); }
 
+  // Nim's addCallback on a FutureBase, for code that holds futures of mixed value types: cb is
+  // void() or void(FutureBase); it is queued like Future<T>'s, after the future finishes.
+  template <class F>
+  void addCallback(F&& cb) const {
+    state().addCallback(wrap(std::forward<F>(cb)), std::is_invocable_v<F&, FutureBase>);
+  }
+  // Nim's `callback=` on a FutureBase: replaces every callback the future has with cb.
+  template <class F>
+  void callback(F&& cb) const {
+    state().clearCallbacks();
+    addCallback(std::forward<F>(cb));
+  }
   // Nim's clearCallbacks: drops every callback the future has (a coroutine waiting on it is
   // destroyed with its continuation).
   void clearCallbacks() const { state().clearCallbacks(); }
@@ -420,6 +454,15 @@ private:
   void release() noexcept {
     if (state_) state_->dropRef();
   }
+  template <class F>
+  detail::UniqueFunction<void()> wrap(F&& cb) const {
+    if constexpr (std::is_invocable_v<F&, FutureBase>) {
+      return [self = *this, f = std::forward<F>(cb)]() mutable { f(self); };
+    } else {
+      static_assert(std::is_invocable_v<F&>, "a FutureBase callback is void() or void(FutureBase)");
+      return detail::UniqueFunction<void()>(std::forward<F>(cb));
+    }
+  }
 };
 
 inline detail::FutureStateBase& detail::stateOf(const FutureBase& fut) {
@@ -428,7 +471,8 @@ inline detail::FutureStateBase& detail::stateOf(const FutureBase& fut) {
 
 template <class T>
 class Future : public FutureBase {
-  // What co_await of a future makes (C++ awaiter protocol).
+  // What co_await of a future makes (C++ awaiter protocol); the two kinds below differ in how
+  // they give the value.
   struct Awaiter {
     detail::FutureState<T>* s;
 
@@ -455,7 +499,16 @@ class Future : public FutureBase {
         s->callbacks.push(detail::ResumeCoroutine(h));
       }
     }
-    T await_resume() const { return readState(*s); }
+  };
+  // co_await of a named future: the value stays in the future for its other readers.
+  struct SharedAwaiter : Awaiter {
+    decltype(auto) await_resume() const { return readShared(*this->s); }
+  };
+  // co_await of a temporary or of std::move(f): the awaiter takes the handle, and moves the value
+  // out when its handle is the future's only one (cppcoro's `co_await std::move(task)`).
+  struct OwnerAwaiter : Awaiter {
+    Future<T> owner;
+    T await_resume() { return readOwned(*this->s); }
   };
 
 public:
@@ -480,8 +533,15 @@ public:
   }
 
   // Nim's read: the value; rethrows the failure; ValueError("Future still in progress.") if
-  // the future has not finished.
-  T read() const { return readState(typedState()); }
+  // the future has not finished. The value stays for other readers: read() gives a copy, or, for
+  // a move-only T, a const reference that lives as long as the future's state.
+  decltype(auto) read() const& { return readShared(typedState()); }
+  // Reading a handle that is going away (std::move(f).read(), waitFor) moves the value out when
+  // that handle is the future's only one, and leaves the handle nil.
+  T read() && {
+    const Future<T> owner(std::move(*this));
+    return readOwned(owner.typedState());
+  }
 
   // Nim's addCallback: cb is any callable void() or void(Future<T>) (a function, a lambda, a
   // move-only object); it runs from the dispatcher's callback queue after the future finishes,
@@ -500,8 +560,14 @@ public:
   }
 
   // Suspends the calling coroutine until the future finishes (nothing if it already has), then
-  // gives the value or throws the failure.
-  Awaiter operator co_await() const { return Awaiter{&typedState()}; }
+  // gives the value as read() does, or throws the failure.
+  SharedAwaiter operator co_await() const& { return SharedAwaiter{{&typedState()}}; }
+  // co_await someCoroutine(), co_await recv(...): the value is moved out when nothing else holds
+  // the future, so awaiting a string or a std::unique_ptr copies nothing.
+  OwnerAwaiter operator co_await() && {
+    detail::FutureState<T>* s = &typedState();
+    return OwnerAwaiter{{s}, std::move(*this)};
+  }
 
 private:
   template <class U>
@@ -513,10 +579,31 @@ private:
     return static_cast<detail::FutureState<T>&>(state());
   }
 
-  static T readState(const detail::FutureState<T>& s) {
+  // What a reader that leaves the value in place gets: a copy, as Nim's read gives, or a const
+  // reference when T cannot be copied.
+  using SharedValue = std::conditional_t<std::is_void_v<T> || std::is_copy_constructible_v<T>, T,
+                                         std::add_lvalue_reference_t<const T>>;
+
+  static SharedValue readShared(const detail::FutureState<T>& s) {
     if (!s.finished) throw ValueError("Future still in progress.");
-    if (s.error()) std::rethrow_exception(s.error());
+    if (s.failed()) std::rethrow_exception(s.shownError());
     if constexpr (!std::is_void_v<T>) return *s.value;
+  }
+  // For a reader whose handle is going away: the value moves out when that handle is the only
+  // one (refs counts it), since nothing can read the value after it.
+  static T readOwned(detail::FutureState<T>& s) {
+    if (!s.finished) throw ValueError("Future still in progress.");
+    if (s.failed()) std::rethrow_exception(s.shownError());
+    if constexpr (!std::is_void_v<T>) {
+      if (s.refs == 1) return std::move(*s.value);
+      if constexpr (std::is_copy_constructible_v<T>) {
+        return *s.value;
+      } else {
+        throw ValueError(std::string("read: the value of ") + s.fromProc +
+                         " cannot be moved out while another handle holds the future, and it "
+                         "cannot be copied; read it through a named handle (const T&)");
+      }
+    }
   }
 
   template <class F>
@@ -552,16 +639,19 @@ void asyncCheck(Future<T> fut) {
 
 namespace detail {
 
-// Adds `coroutine` to the async traceback of e if e's type carries one (AsyncTraceback).
-void addTracebackFrame(const std::exception_ptr& e, const char* coroutine) noexcept;
-
-// The name of the function a coroutine frame belongs to. __builtin_FUNCTION (GCC, clang, MSVC)
-// in a default argument is evaluated where the promise is made, that is inside the coroutine, so
-// a coroutine's future is named after its function, as Nim names an async proc's future. The
-// constructor is explicit so that no coroutine argument can be taken for it.
+// The name, file and line of the function a coroutine frame belongs to. __builtin_FUNCTION,
+// __builtin_FILE and __builtin_LINE (GCC, clang, MSVC: what std::source_location is made of,
+// which clang 14's library lacks) in a default argument are evaluated where the promise is made,
+// that is inside the coroutine, so a coroutine's future is named after its function, as Nim
+// names an async proc's future. The line is the function's (GCC gives its closing brace, clang
+// its name). The constructor is explicit so that no coroutine argument can be taken for it.
 struct CoroutineName {
-  explicit CoroutineName(const char* name = __builtin_FUNCTION()) noexcept : value(name) {}
+  explicit CoroutineName(const char* name = __builtin_FUNCTION(),
+                         const char* file = __builtin_FILE(), int line = __builtin_LINE()) noexcept
+      : value(name), file(file), line(line) {}
   const char* value;
+  const char* file;
+  int line;
 };
 
 // The coroutine side of Future<T>: the frame owns a reference to the result future, the body runs
@@ -572,7 +662,8 @@ struct PromiseBase : CoroutineCanceller {
   static void* operator new(std::size_t size) { return allocateBlock(size); }
   static void operator delete(void* frame, std::size_t size) noexcept { freeBlock(frame, size); }
 
-  explicit PromiseBase(CoroutineName name) : future(newStateFor(name.value, this)) {}
+  explicit PromiseBase(CoroutineName name)
+      : future(newStateFor(name.value, this)), file(name.file), line(name.line) {}
   PromiseBase(const PromiseBase&) = delete;
   PromiseBase& operator=(const PromiseBase&) = delete;
   // A frame destroyed while suspended (its dispatcher went away) leaves its future pending:
@@ -580,6 +671,8 @@ struct PromiseBase : CoroutineCanceller {
   ~PromiseBase() { stateOf(future).setCancelHook(CancelHook()); }
 
   Future<T> future;
+  const char* file; // where the coroutine is defined, for its traceback frame
+  int line;
 
   // The coroutine's future, made with its cancel hook pointing back at this frame.
   static Future<T> newStateFor(const char* name, CoroutineCanceller* frame) {
@@ -591,12 +684,11 @@ struct PromiseBase : CoroutineCanceller {
   Future<T> get_return_object() const noexcept { return future; }
   std::suspend_never initial_suspend() const noexcept { return {}; }
   std::suspend_never final_suspend() const noexcept { return {}; }
-  // The exception leaves the body: the coroutine's name joins its async traceback, and the
-  // coroutine's future fails with it.
+  // The exception leaves the body: the coroutine's future fails with it, its traceback the
+  // chain the error arrived with plus this coroutine's frame.
   void unhandled_exception() const {
-    std::exception_ptr e = std::current_exception();
-    addTracebackFrame(e, future.fromProc());
-    future.fail(std::move(e));
+    const CoroutineSite site{future.fromProc(), file, line};
+    stateOf(future).fail(std::current_exception(), &site);
   }
 };
 

@@ -6,9 +6,11 @@
 #include "harness.hpp"
 
 thread_local long bench::allocations = 0;
+thread_local long bench::allocatedBytes = 0;
 
 void* operator new(std::size_t size) {
   ++bench::allocations;
+  bench::allocatedBytes += static_cast<long>(size);
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
 }

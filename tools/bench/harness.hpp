@@ -5,13 +5,22 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 
 namespace bench {
 
-// Trips to the global operator new on this thread (counting_new.cpp).
+// Trips to the global operator new on this thread, and the bytes they asked for
+// (counting_new.cpp).
 extern thread_local long allocations;
+extern thread_local long allocatedBytes;
+
+// The bytes of one std::string's own buffer (its characters and the terminating null), which a
+// copy of the string would allocate again.
+inline long bufferBytes(std::size_t capacity) {
+  return static_cast<long>(capacity) + 1;
+}
 
 inline bool quickFlag(int argc, char** argv) {
   return argc > 1 && std::strcmp(argv[1], "--quick") == 0;

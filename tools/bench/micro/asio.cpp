@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 
 #include <asio.hpp>
 
@@ -98,6 +99,56 @@ void countAllocations(const char* name, Run run) {
   report(name, static_cast<double>(count(kOps + 1) - one) / kOps, "allocs");
 }
 
+// One co_await of a 16 KiB read per message into a string made for it, the peer having written
+// the 16 KiB first, as tools/bench/micro/asyncdispatch.cpp's co_await recv(fd, 16384) does.
+constexpr std::size_t kMessage = 16384;
+
+asio::awaitable<void> receiveMessages(asio::local::stream_protocol::socket& socket,
+                                      asio::local::stream_protocol::socket& peer, long n,
+                                      long* buffers, long* reads) {
+  static const std::string message(kMessage, 'm');
+  for (long i = 0; i < n; ++i) {
+    asio::write(peer, asio::buffer(message));
+    for (std::size_t got = 0; got < kMessage;) {
+      std::string data(kMessage, '\0');
+      const std::size_t size =
+          co_await socket.async_read_some(asio::buffer(data), asio::use_awaitable);
+      data.resize(size);
+      got += size;
+      *buffers += bench::bufferBytes(data.capacity());
+      ++*reads;
+      sink += data[0];
+    }
+  }
+}
+
+// What one run of receiveMessages asked of operator new beyond the received strings' buffers,
+// and how many reads it made.
+struct Counts {
+  long allocs;
+  long bytes;
+  long reads;
+};
+
+void countRecvAllocations() {
+  asio::local::stream_protocol::socket socket(ctx), peer(ctx);
+  asio::local::connect_pair(socket, peer);
+  constexpr long kOps = 1000;
+  auto count = [&](long n) {
+    long buffers = 0, reads = 0;
+    const long allocs = bench::allocations, bytes = bench::allocatedBytes;
+    spawnAndRun(receiveMessages(socket, peer, n, &buffers, &reads));
+    return Counts{bench::allocations - allocs, bench::allocatedBytes - bytes - buffers, reads};
+  };
+  count(1);
+  const auto one = count(1), many = count(kOps + 1);
+  const double reads = static_cast<double>(many.reads - one.reads);
+  report("co_await recv of 16 KiB: allocations",
+         static_cast<double>(many.allocs - one.allocs) / reads, "allocs");
+  report("co_await recv of 16 KiB: heap bytes beyond the payload",
+         static_cast<double>(many.bytes - one.bytes) / reads, "bytes");
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -114,6 +165,7 @@ int main(int argc, char** argv) {
   measure("callSoon batch", postBatch);
   countAllocations("allocations per coroutine call",
                    [](long n) { spawnAndRun(awaitImmediate(n)); });
+  countRecvAllocations();
 
   std::fprintf(stderr, "micro_asio: checksum %ld\n", sink);
 }

@@ -1,5 +1,6 @@
 // Micro-benchmarks of the core: what one co_await, one coroutine call, one callSoon and one
-// resume through a completed future cost, and how many heap allocations a coroutine call makes.
+// resume through a completed future cost, how many heap allocations a coroutine call makes, and
+// what a co_await recv of 16 KiB allocates (a copy of the string would show as a second buffer).
 // tools/bench/micro/asio.cpp and nim.nim measure the same things under the same names.
 #include <algorithm>
 #include <chrono>
@@ -7,6 +8,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <asyncdispatch.hpp>
 
@@ -139,6 +145,65 @@ void countAllocations(const char* name, Run run) {
   report(name, static_cast<double>(count(kOps + 1) - one) / kOps, "allocs");
 }
 
+// One co_await recv(fd, 16384) per message, the peer having written the 16 KiB first (a blocking
+// write on the other end of a socket pair), as a server reading a request does; `buffers` adds
+// up the bytes of the strings received, which recv has to allocate.
+constexpr int kMessage = 16384;
+
+Future<void> receiveMessages(AsyncFD fd, int peer, long n, long* buffers, long* reads) {
+  static const std::string message(kMessage, 'm');
+  for (long i = 0; i < n; ++i) {
+    for (std::size_t sent = 0; sent < message.size();) {
+      const ssize_t w = ::send(peer, message.data() + sent, message.size() - sent, 0);
+      if (w <= 0) std::abort();
+      sent += static_cast<std::size_t>(w);
+    }
+    for (long got = 0; got < kMessage;) {
+      const std::string data = co_await recv(fd, kMessage);
+      if (data.empty()) std::abort();
+      got += static_cast<long>(data.size());
+      *buffers += bench::bufferBytes(data.capacity());
+      ++*reads;
+      sink += data[0];
+    }
+  }
+}
+
+// What one run of receiveMessages asked of operator new beyond the received strings' buffers,
+// and how many reads it made.
+struct Counts {
+  long allocs;
+  long bytes;
+  long reads;
+};
+
+// Per co_await recv: the trips to operator new and the heap bytes beyond the received strings'
+// own buffers, the difference of n + 1 messages and 1 over the reads between them, as
+// countAllocations counts.
+void countRecvAllocations() {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0) std::abort();
+  ::fcntl(pair[0], F_SETFL, ::fcntl(pair[0], F_GETFL) | O_NONBLOCK);
+  const AsyncFD fd = AsyncFD(pair[0]);
+  register_(fd);
+  constexpr long kOps = 1000;
+  auto count = [&](long n) {
+    long buffers = 0, reads = 0;
+    const long allocs = bench::allocations, bytes = bench::allocatedBytes;
+    waitFor(receiveMessages(fd, pair[1], n, &buffers, &reads));
+    return Counts{bench::allocations - allocs, bench::allocatedBytes - bytes - buffers, reads};
+  };
+  count(1);
+  const auto one = count(1), many = count(kOps + 1);
+  const double reads = static_cast<double>(many.reads - one.reads);
+  report("co_await recv of 16 KiB: allocations",
+         static_cast<double>(many.allocs - one.allocs) / reads, "allocs");
+  report("co_await recv of 16 KiB: heap bytes beyond the payload",
+         static_cast<double>(many.bytes - one.bytes) / reads, "bytes");
+  closeSocket(fd);
+  ::close(pair[1]);
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -158,6 +223,7 @@ int main(int argc, char** argv) {
   });
   countAllocations("allocations per co_await of a finished future",
                    [&](long n) { sink += awaitFinished(done, n).read(); });
+  countRecvAllocations();
 
   // Ends as it began: nothing queued, no timer, no descriptor, no suspended coroutine.
   if (hasPendingOperations() || !getGlobalDispatcher()->suspended.empty()) {
