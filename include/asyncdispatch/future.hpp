@@ -373,20 +373,24 @@ inline FutureStateBase& stateOf(const FutureBase& fut);
 
 } // namespace detail
 
-// Nim's FutureBase: what every future has whatever its value type.
+/// Nim's FutureBase: what every future has whatever its value type.
 class FutureBase {
 public:
-  FutureBase() noexcept = default;
+  FutureBase() noexcept = default; ///< refers to no future, like Nim's nil
+  /// Another handle to other's future, as a copy of a Nim `ref` is.
   FutureBase(const FutureBase& other) noexcept : state_(other.state_) {
     if (state_) ++state_->refs;
   }
+  /// Takes other's future, leaving other nil.
   FutureBase(FutureBase&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+  /// Makes this a handle to other's future, as a Nim `ref` assignment does.
   FutureBase& operator=(const FutureBase& other) noexcept {
     if (other.state_) ++other.state_->refs;
     release();
     state_ = other.state_;
     return *this;
   }
+  /// Takes other's future, leaving other nil.
   FutureBase& operator=(FutureBase&& other) noexcept {
     if (this != &other) {
       release();
@@ -396,50 +400,53 @@ public:
   }
   ~FutureBase() { release(); }
 
-  // Nim's finished: completed or failed.
+  /// Nim's finished: completed or failed.
   bool finished() const { return state().finished; }
-  // Nim's failed: finished with an error.
+  /// Nim's failed: finished with an error.
   bool failed() const { return state().failed(); }
-  // Nim's readError: the stored exception; ValueError("No error in future.") if there is none.
+  /// Nim's readError: the stored exception; ValueError("No error in future.") if there is none.
   std::exception_ptr readError() const;
-  // Nim's fail: finishes the future with an error and queues its callbacks.
+  /// Nim's fail: finishes the future with an error and queues its callbacks.
   void fail(std::exception_ptr error) const;
+  /// Nim's fail with an exception object: fails the future with a copy of error.
   template <class E>
   requires(!std::is_same_v<std::remove_cvref_t<E>, std::exception_ptr>) void fail(
       const E& error) const {
     fail(std::make_exception_ptr(error));
   }
 
-  // Beyond Nim: stops the operation behind a pending future and fails it with CancelledError
-  // (derived from IOError): an I/O operation leaves its descriptor's list, a timer leaves
-  // `timers`, a FutureStream read leaves the stream. For a coroutine's future it cancels the
-  // future the coroutine awaits, so the error arrives at that co_await and unwinds it (or is
-  // caught there). Nothing happens to a finished future.
+  /// Beyond Nim: stops the operation behind a pending future and fails it with CancelledError
+  /// (derived from IOError): an I/O operation leaves its descriptor's list, a timer leaves
+  /// `timers`, a FutureStream read leaves the stream. For a coroutine's future it cancels the
+  /// future the coroutine awaits, so the error arrives at that co_await and unwinds it (or is
+  /// caught there). Nothing happens to a finished future.
   void cancel() const { state().cancel(); }
 
-  // Nim's addCallback on a FutureBase, for code that holds futures of mixed value types: cb is
-  // void() or void(FutureBase); it is queued like Future<T>'s, after the future finishes.
+  /// Nim's addCallback on a FutureBase, for code that holds futures of mixed value types: cb is
+  /// void() or void(FutureBase); it is queued like `Future<T>`'s, after the future finishes.
   template <class F>
   void addCallback(F&& cb) const {
     state().addCallback(wrap(std::forward<F>(cb)), std::is_invocable_v<F&, FutureBase>);
   }
-  // Nim's `callback=` on a FutureBase: replaces every callback the future has with cb.
+  /// Nim's `callback=` on a FutureBase: replaces every callback the future has with cb.
   template <class F>
   void callback(F&& cb) const {
     state().clearCallbacks();
     addCallback(std::forward<F>(cb));
   }
-  // Nim's clearCallbacks: drops every callback the future has (a coroutine waiting on it is
-  // destroyed with its continuation).
+  /// Nim's clearCallbacks: drops every callback the future has (a coroutine waiting on it is
+  /// destroyed with its continuation).
   void clearCallbacks() const { state().clearCallbacks(); }
 
-  // The name given to newFuture (or the coroutine's), and the creation-order id, as Nim reports.
+  /// Nim's fromProc: the name given to newFuture (or the coroutine's).
   const char* fromProc() const { return state().fromProc; }
+  /// Nim's id: the future's number in creation order, per thread.
   std::uint64_t id() const { return state().id; }
-  // True for a default-constructed handle, which refers to no future (Nim's nil).
+  /// True for a default-constructed handle, which refers to no future (Nim's nil).
   bool isNil() const noexcept { return state_ == nullptr; }
 
 protected:
+  /// @cond
   friend detail::FutureStateBase& detail::stateOf(const FutureBase& fut);
   explicit FutureBase(detail::FutureStateBase* adopted) noexcept : state_(adopted) {}
   detail::FutureStateBase& state() const {
@@ -449,6 +456,7 @@ protected:
   [[noreturn]] static void throwNil();
 
   detail::FutureStateBase* state_ = nullptr;
+  /// @endcond
 
 private:
   void release() noexcept {
@@ -469,6 +477,8 @@ inline detail::FutureStateBase& detail::stateOf(const FutureBase& fut) {
   return fut.state();
 }
 
+/// Nim's `Future[T]`: a copyable handle to a future's shared state, as a Nim `ref` is; a function
+/// returning one is a coroutine that may co_await futures and co_return a value (Nim's async).
 template <class T>
 class Future : public FutureBase {
   // What co_await of a future makes (C++ awaiter protocol); the two kinds below differ in how
@@ -512,13 +522,13 @@ class Future : public FutureBase {
   };
 
 public:
-  using value_type = T;
-  using promise_type = detail::Promise<T>;
+  using value_type = T;                    ///< the value type T, Nim's `Future[T]`'s T
+  using promise_type = detail::Promise<T>; ///< what makes a function returning it a coroutine
 
-  Future() noexcept = default; // refers to no future, like Nim's nil
+  Future() noexcept = default; ///< refers to no future, like Nim's nil
 
-  // Nim's complete(f, v) / complete(f): stores the value and queues the callbacks;
-  // FutureError if the future already finished.
+  /// Nim's complete(f, v): stores the value and queues the callbacks; FutureError if the future
+  /// already finished.
   template <class U>
   requires(!std::is_void_v<T> && std::is_constructible_v<T, U&&>) void complete(U&& value) const {
     auto& s = typedState();
@@ -526,32 +536,33 @@ public:
     s.value.emplace(std::forward<U>(value));
     s.finish();
   }
+  /// Nim's complete(f) of a `Future[void]`; FutureError if the future already finished.
   void complete() const requires std::is_void_v<T> {
     auto& s = typedState();
     s.checkNotFinished();
     s.finish();
   }
 
-  // Nim's read: the value; rethrows the failure; ValueError("Future still in progress.") if
-  // the future has not finished. The value stays for other readers: read() gives a copy, or, for
-  // a move-only T, a const reference that lives as long as the future's state.
+  /// Nim's read: the value; rethrows the failure; ValueError("Future still in progress.") if
+  /// the future has not finished. The value stays for other readers: read() gives a copy, or, for
+  /// a move-only T, a const reference that lives as long as the future's state.
   decltype(auto) read() const& { return readShared(typedState()); }
-  // Reading a handle that is going away (std::move(f).read(), waitFor) moves the value out when
-  // that handle is the future's only one, and leaves the handle nil.
+  /// Nim's read of a handle that is going away (`std::move(f).read()`, waitFor): moves the value
+  /// out when that handle is the future's only one, and leaves the handle nil.
   T read() && {
     const Future<T> owner(std::move(*this));
     return readOwned(owner.typedState());
   }
 
-  // Nim's addCallback: cb is any callable void() or void(Future<T>) (a function, a lambda, a
-  // move-only object); it runs from the dispatcher's callback queue after the future finishes,
-  // in the order the callbacks were added. ValueError for a null function pointer.
+  /// Nim's addCallback: cb is any callable void() or `void(Future<T>)` (a function, a lambda, a
+  /// move-only object); it runs from the dispatcher's callback queue after the future finishes,
+  /// in the order the callbacks were added. ValueError for a null function pointer.
   template <class F>
   void addCallback(F&& cb) const {
     state().addCallback(wrap(std::forward<F>(cb)), std::is_invocable_v<F&, Future<T>>);
   }
-  // Nim's `callback=`: replaces every callback the future has with cb (a refused cb replaces
-  // nothing).
+  /// Nim's `callback=`: replaces every callback the future has with cb (a refused cb replaces
+  /// nothing).
   template <class F>
   void callback(F&& cb) const {
     detail::UniqueFunction<void()> wrapped = wrap(std::forward<F>(cb));
@@ -559,11 +570,11 @@ public:
     state().addCallback(std::move(wrapped), std::is_invocable_v<F&, Future<T>>);
   }
 
-  // Suspends the calling coroutine until the future finishes (nothing if it already has), then
-  // gives the value as read() does, or throws the failure.
+  /// Nim's await: suspends the calling coroutine until the future finishes (nothing if it already
+  /// has), then gives the value as read() does, or throws the failure.
   SharedAwaiter operator co_await() const& { return SharedAwaiter{{&typedState()}}; }
-  // co_await someCoroutine(), co_await recv(...): the value is moved out when nothing else holds
-  // the future, so awaiting a string or a std::unique_ptr copies nothing.
+  /// Nim's await of a temporary (`co_await someCoroutine()`, `co_await recv(...)`): the value is
+  /// moved out when nothing else holds the future, so awaiting a `std::unique_ptr` copies nothing.
   OwnerAwaiter operator co_await() && {
     detail::FutureState<T>* s = &typedState();
     return OwnerAwaiter{{s}, std::move(*this)};
@@ -620,15 +631,15 @@ private:
   }
 };
 
-// Nim's newFuture[T](fromProc): a pending future; fromProc names it in errors and dumps.
+/// Nim's `newFuture[T](fromProc)`: a pending future; fromProc names it in errors and dumps.
 template <class T>
 Future<T> newFuture(const char* fromProc = "unspecified") {
   return Future<T>(new detail::FutureState<T>(fromProc));
 }
 
-// Nim's asyncCheck: if `fut` fails, its exception is rethrown from the poll that runs the
-// callback, so a fire-and-forget coroutine cannot fail silently. Beyond Nim, this appends a
-// callback instead of replacing the ones the future has.
+/// Nim's asyncCheck: if `fut` fails, its exception is rethrown from the poll that runs the
+/// callback, so a fire-and-forget coroutine cannot fail silently. Beyond Nim, this appends a
+/// callback instead of replacing the ones the future has.
 template <class T>
 void asyncCheck(Future<T> fut) {
   if (fut.isNil()) throw ValueError("asyncCheck: Future is nil");
