@@ -14,7 +14,7 @@
 
 namespace asyncdispatch {
 
-// Nim's `and`: completes when both have finished, fails as soon as either fails.
+/// Nim's `and`: completes when both have finished, fails as soon as either fails.
 template <class A, class B>
 Future<void> operator&&(Future<A> a, Future<B> b) {
   Future<void> ret = newFuture<void>("asyncdispatch.and");
@@ -33,7 +33,7 @@ Future<void> operator&&(Future<A> a, Future<B> b) {
   return ret;
 }
 
-// Nim's `or`: completes or fails with whichever input finishes first; the other is ignored.
+/// Nim's `or`: completes or fails with whichever input finishes first; the other is ignored.
 template <class A, class B>
 Future<void> operator||(Future<A> a, Future<B> b) {
   Future<void> ret = newFuture<void>("asyncdispatch.or");
@@ -50,8 +50,8 @@ Future<void> operator||(Future<A> a, Future<B> b) {
   return ret;
 }
 
-// Nim's `all`: the values in argument order once every future completed (Future<void> for void
-// futures); fails with the first failure; an empty list completes at once.
+/// Nim's `all`: the values in argument order once every future completed (`Future<void>` for
+/// void futures); fails with the first failure; an empty list completes at once.
 template <class T>
 auto all(std::vector<Future<T>> futs) {
   using Result = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;
@@ -93,7 +93,7 @@ auto all(std::vector<Future<T>> futs) {
   return ret;
 }
 
-// Nim's all(@[a, b]) with C++'s braces: all({a, b}).
+/// Nim's `all(@[a, b])` with C++'s braces: `all({a, b})`.
 template <class T>
 auto all(std::initializer_list<Future<T>> futs) {
   return all(std::vector<Future<T>>(futs));
@@ -106,7 +106,7 @@ template <class First, class... Rest>
 concept FuturesOfOneType = (std::same_as<Rest, First> && ...);
 } // namespace detail
 
-// Nim's all, its futures given as arguments: all(a, b, c) is all({a, b, c}).
+/// Nim's all, its futures given as arguments: `all(a, b, c)` is `all({a, b, c})`.
 template <class T, class... Rest>
 requires detail::FuturesOfOneType<Future<T>, Rest...>
 auto all(Future<T> first, Rest... rest) {
