@@ -20,6 +20,7 @@
 
 namespace asyncdispatch {
 
+/// @cond
 // One entry of Nim's `timers: seq[tuple[finishAt, fut]]`: fut completes once the monotonic clock
 // reaches finishAt.
 struct TimerEntry {
@@ -103,9 +104,11 @@ private:
   std::vector<std::unique_ptr<TimerEntry[]>> blocks_;
   std::size_t size_ = 0;
 };
+/// @endcond
 
-// Nim's PDispatcherBase: what the dispatcher holds on every backend.
+/// Nim's PDispatcherBase: what the dispatcher holds on every backend.
 struct DispatcherBase {
+  /// @cond
   // Not in Nim's drawing: the coroutines suspended on this dispatcher, destroyed with it.
   // Declared first so that it is destroyed last, after everything that might resume them.
   detail::SuspendedList suspended;
@@ -119,22 +122,23 @@ struct DispatcherBase {
   std::size_t cancelledTimers = 0;
   // The callSoon queue: future callbacks and callSoon'd functions, run in FIFO order by poll.
   std::deque<detail::UniqueFunction<void()>> callbacks;
+  /// @endcond
 };
 
-// Nim's PDispatcher is a `ref`: a shared_ptr to the backend's Dispatcher (see backend.hpp).
 struct Dispatcher;
+/// Nim's PDispatcher is a `ref`: a shared_ptr to the backend's Dispatcher (see backend.hpp).
 using PDispatcher = std::shared_ptr<Dispatcher>;
 
-// Nim's newDispatcher: a new dispatcher, not installed as the thread's global one.
+/// Nim's newDispatcher: a new dispatcher, not installed as the thread's global one.
 PDispatcher newDispatcher();
-// Nim's setGlobalDispatcher: installs disp for this thread. ValueError if the dispatcher it
-// replaces still has queued callbacks (they would be lost; Nim asserts the same).
+/// Nim's setGlobalDispatcher: installs disp for this thread. ValueError if the dispatcher it
+/// replaces still has queued callbacks (they would be lost; Nim asserts the same).
 void setGlobalDispatcher(PDispatcher disp);
-// Nim's getGlobalDispatcher: this thread's dispatcher, made on first use.
+/// Nim's getGlobalDispatcher: this thread's dispatcher, made on first use.
 PDispatcher getGlobalDispatcher();
 
-// Nim's callSoon: runs cb, any callable void() (a function, a lambda, a move-only object),
-// from the callback phase of a later poll (never inline). ValueError for a null function pointer.
+/// Nim's callSoon: runs cb, any callable void() (a function, a lambda, a move-only object),
+/// from the callback phase of a later poll (never inline). ValueError for a null function pointer.
 template <class F>
 void callSoon(F&& cb) {
   detail::UniqueFunction<void()> fn(std::forward<F>(cb));
@@ -147,17 +151,18 @@ namespace detail {
 Future<void> sleepFor(std::chrono::nanoseconds delay);
 } // namespace detail
 
-// Nim's sleepAsync: a future that completes after ms milliseconds on the monotonic clock; zero or
-// negative is due at once and completes on the next poll.
+/// Nim's sleepAsync: a future that completes after ms milliseconds on the monotonic clock; zero or
+/// negative is due at once and completes on the next poll.
 Future<void> sleepAsync(int ms);
+/// Nim's sleepAsync of a float: ms may be fractional.
 Future<void> sleepAsync(double ms);
-// Beside Nim's: a std::chrono::duration (sleepAsync(50ms)), kept to the clock's resolution and
-// rounded up, or milliseconds of any other integer type; a delay beyond about 31 years is clamped.
+/// Beside Nim's: a std::chrono::duration (sleepAsync(50ms)), kept to the clock's resolution and
+/// rounded up, or milliseconds of any other integer type; a delay beyond about 31 years is clamped.
 template <detail::TimeSpan D>
 Future<void> sleepAsync(D delay) {
   return detail::sleepFor(detail::delayOf("sleepAsync", delay));
 }
-// Milliseconds as a float or long double (double has its own overload, Nim's float).
+/// Nim's sleepAsync of a float or long double, in milliseconds as the double overload takes.
 template <std::floating_point F>
 requires(!std::same_as<F, double>) Future<void> sleepAsync(F ms) {
   return sleepAsync(static_cast<double>(ms));
@@ -224,87 +229,89 @@ Future<bool> raceTimer(const char* name, Future<T> fut, std::chrono::nanoseconds
 }
 } // namespace detail
 
-// Nim's withTimeout: true if fut finishes within ms, false otherwise (fut keeps running). A
-// failure of fut fails the result. Beyond Nim, the callbacks are appended (a user's stay) and
-// when fut wins its timer leaves the loop at once: it no longer counts as pending.
+/// Nim's withTimeout: true if fut finishes within ms, false otherwise (fut keeps running). A
+/// failure of fut fails the result. Beyond Nim, the callbacks are appended (a user's stay) and
+/// when fut wins its timer leaves the loop at once: it no longer counts as pending.
 template <class T>
 Future<bool> withTimeout(Future<T> fut, int ms) {
   return detail::raceTimer("withTimeout", std::move(fut), std::chrono::milliseconds(ms), false);
 }
-// Beside Nim's: a std::chrono::duration (withTimeout(f, 2s)) or milliseconds of any other
-// integer type, as sleepAsync takes them.
+/// Beside Nim's: a std::chrono::duration (withTimeout(f, 2s)) or milliseconds of any other
+/// integer type, as sleepAsync takes them.
 template <class T, detail::TimeSpan D>
 Future<bool> withTimeout(Future<T> fut, D timeout) {
   return detail::raceTimer("withTimeout", std::move(fut), detail::delayOf("withTimeout", timeout),
                            false);
 }
 
-// Beyond Nim: withTimeout that cancels fut when the timer wins, so the operation stops (DESIGN
-// §5's cancellation); fut then fails with CancelledError.
+/// Beyond Nim: withTimeout that cancels fut when the timer wins, so the operation stops (DESIGN
+/// §5's cancellation); fut then fails with CancelledError.
 template <class T>
 Future<bool> wait(Future<T> fut, int ms) {
   return detail::raceTimer("wait", std::move(fut), std::chrono::milliseconds(ms), true);
 }
+/// wait with a std::chrono::duration or any other integer, as withTimeout takes them.
 template <class T, detail::TimeSpan D>
 Future<bool> wait(Future<T> fut, D timeout) {
   return detail::raceTimer("wait", std::move(fut), detail::delayOf("wait", timeout), true);
 }
 
-// Nim's poll: one pass of the loop (see src/poll.cpp for its phases). ValueError("No handles or
-// timers registered in dispatcher.") when there is nothing to wait for.
+/// Nim's poll: one pass of the loop (see src/poll.cpp for its phases). ValueError("No handles or
+/// timers registered in dispatcher.") when there is nothing to wait for.
 void poll(int timeout = 500);
-// Beside Nim's: a std::chrono::duration, rounded up to whole milliseconds, or milliseconds of any
-// other integer type; a negative duration waits for nothing, one beyond 24.8 days for no limit.
+/// Beside Nim's: a std::chrono::duration, rounded up to whole milliseconds, or milliseconds of any
+/// other integer type; a negative duration waits for nothing, one beyond 24.8 days for no limit.
 template <detail::TimeSpan D>
 void poll(D timeout) {
   poll(detail::loopTimeoutOf("poll", timeout));
 }
-// Nim's drain: polls while anything is pending, for at most timeout ms on the monotonic clock;
-// returns early once nothing is pending and never throws when idle.
+/// Nim's drain: polls while anything is pending, for at most timeout ms on the monotonic clock;
+/// returns early once nothing is pending and never throws when idle.
 void drain(int timeout = 500);
-// Beside Nim's: a std::chrono::duration or any integer, as poll takes them.
+/// Beside Nim's: a std::chrono::duration or any integer, as poll takes them.
 template <detail::TimeSpan D>
 void drain(D timeout) {
   drain(detail::loopTimeoutOf("drain", timeout));
 }
-// Nim's runForever: polls until poll throws, normally the "No handles" ValueError.
+/// Nim's runForever: polls until poll throws, normally the "No handles" ValueError.
 void runForever();
-// Nim's waitFor: polls until fut finishes, then reads it; the value is moved out when the caller
-// passed the only handle (waitFor(someCoroutine())).
+/// Nim's waitFor: polls until fut finishes, then reads it; the value is moved out when the caller
+/// passed the only handle (waitFor(someCoroutine())).
 template <class T>
 T waitFor(Future<T> fut) {
   while (!fut.finished())
     poll();
   return std::move(fut).read();
 }
-// Nim's hasPendingOperations: an armed descriptor, a timer or a queued callback exists.
+/// Nim's hasPendingOperations: an armed descriptor, a timer or a queued callback exists.
 bool hasPendingOperations();
 
-// Nim's register: watch fd (nothing is armed until an operation waits on it). ValueError if fd
-// is already registered.
+/// Nim's register: watch fd (nothing is armed until an operation waits on it). ValueError if fd
+/// is already registered.
 void register_(AsyncFD fd);
-// Nim's unregister: forget fd without closing it. Beyond Nim, operations still waiting on fd fail
-// with an OSError containing "unregistered" instead of never finishing.
+/// Nim's unregister: forget fd without closing it. Beyond Nim, operations still waiting on fd fail
+/// with an OSError containing "unregistered" instead of never finishing.
 void unregister(AsyncFD fd);
-// Nim's contains: whether fd is registered with disp.
+/// Nim's contains: whether fd is registered with disp.
 bool contains(const PDispatcher& disp, AsyncFD fd);
-// Nim's closeSocket: unregisters and closes fd; operations still waiting fail once with an
-// OSError (EBADF) whose message names the operation and says the socket was closed.
+/// Nim's closeSocket: unregisters and closes fd; operations still waiting fail once with an
+/// OSError (EBADF) whose message names the operation and says the socket was closed.
 void closeSocket(AsyncFD fd);
-// Nim's addRead/addWrite: call cb, any callable bool(AsyncFD), each time fd is readable/writable
-// until cb returns true.
+/// Nim's addRead: calls cb, any callable bool(AsyncFD), each time fd is readable until cb
+/// returns true.
 void addRead(AsyncFD fd, Callback cb);
+/// Nim's addWrite: calls cb each time fd is writable until cb returns true.
 void addWrite(AsyncFD fd, Callback cb);
-// Nim's activeDescriptors: armed registrations (an fd with an operation waiting counts, a merely
-// registered one does not).
+/// Nim's activeDescriptors: armed registrations (an fd with an operation waiting counts, a merely
+/// registered one does not).
 int activeDescriptors();
-// Nim's maxDescriptors: the process's descriptor limit minus one.
+/// Nim's maxDescriptors: the process's descriptor limit minus one.
 int maxDescriptors();
-// Nim's setInheritable: whether fd survives exec (clears or sets close-on-exec); false on error.
+/// Nim's setInheritable: whether fd survives exec (clears or sets close-on-exec); false on error.
 bool setInheritable(AsyncFD fd, bool inheritable);
 
-// Prints the live dispatcher in the notation of Nim's drawing (registered fds with their events
-// and callback counts, pending timers, queued callbacks).
+/// Prints the live dispatcher in the notation of Nim's drawing (registered fds with their events
+/// and callback counts, pending timers, queued callbacks).
 void dumpDispatcher(std::ostream& os, const PDispatcher& disp = getGlobalDispatcher());
 
 } // namespace asyncdispatch
