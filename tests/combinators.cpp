@@ -1,6 +1,7 @@
 // Nim's and, or and all over futures, and that they keep the callbacks a user attached.
 #include "support.hpp"
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -262,5 +263,29 @@ TEST_CASE("all: takes a braced list, all({a, b}), for values and for void") {
   REQUIRE(both.failed());
   CHECK_THROWS_WITH_AS(both.read(), "second broke", IOError);
   CHECK_THROWS_WITH_AS(bothAgain.read(), "second broke", IOError);
+  checkDispatcherEmpty();
+}
+
+namespace {
+Future<std::unique_ptr<int>> boxLater(int value) {
+  co_await sleepAsync(1);
+  co_return std::make_unique<int>(value);
+}
+} // namespace
+
+TEST_CASE("all: move-only values move out of the futures only all() holds") {
+  std::vector<std::unique_ptr<int>> boxes = waitFor(all(boxLater(1), boxLater(2)));
+  REQUIRE(boxes.size() == 2);
+  CHECK(*boxes[0] == 1);
+  CHECK(*boxes[1] == 2);
+
+  // A handle the caller keeps could still read the value, which cannot be copied: all() fails.
+  Future<std::unique_ptr<int>> kept = boxLater(3);
+  Future<std::vector<std::unique_ptr<int>>> refused = all(kept);
+  while (!refused.finished())
+    poll(100);
+  REQUIRE(refused.failed());
+  CHECK_THROWS_AS(std::rethrow_exception(refused.readError()), ValueError);
+  CHECK(*kept.read() == 3);
   checkDispatcherEmpty();
 }

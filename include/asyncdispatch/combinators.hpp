@@ -65,14 +65,21 @@ auto all(std::vector<Future<T>> futs) {
   shared->remaining = shared->futs.size();
   Future<Result> ret = shared->ret;
 
+  // The values move out of the futures that only all() holds (a move-only T works so); a future
+  // the caller still holds gives a copy, or, for a move-only T, fails ret with read's ValueError.
   auto settle = [](Shared& s) {
     if constexpr (std::is_void_v<T>) {
       s.ret.complete();
     } else {
       std::vector<T> values;
       values.reserve(s.futs.size());
-      for (const Future<T>& f : s.futs)
-        values.push_back(f.read());
+      try {
+        for (Future<T>& f : s.futs)
+          values.push_back(std::move(f).read());
+      } catch (...) {
+        s.ret.fail(std::current_exception());
+        return;
+      }
       s.ret.complete(std::move(values));
     }
   };
@@ -80,9 +87,11 @@ auto all(std::vector<Future<T>> futs) {
     settle(*shared);
     return ret;
   }
-  for (const Future<T>& f : shared->futs) {
-    f.addCallback([shared, settle](Future<T> done) {
+  // The callbacks take no handle of their own, so that the vector's is the only one at the end.
+  for (std::size_t i = 0; i < shared->futs.size(); ++i) {
+    shared->futs[i].addCallback([shared, settle, i] {
       if (shared->ret.finished()) return;
+      const Future<T>& done = shared->futs[i];
       if (done.failed()) {
         shared->ret.fail(done.readError());
       } else if (--shared->remaining == 0) {

@@ -32,6 +32,14 @@ class Future;
 
 namespace detail {
 
+// Whether a future's value can be copied for a reader that leaves it in place. The standard
+// trait says yes for a std::vector of move-only values (its copy constructor is not
+// constrained), so a vector, as all() gives, asks of its elements.
+template <class T>
+inline constexpr bool copyableValue = std::is_copy_constructible_v<T>;
+template <class T, class A>
+inline constexpr bool copyableValue<std::vector<T, A>> = copyableValue<T>;
+
 // Queues `cb` on this thread's dispatcher, making the dispatcher on first use (Nim's callSoon).
 void enqueueCallback(UniqueFunction<void()> cb);
 
@@ -592,7 +600,7 @@ private:
 
   // What a reader that leaves the value in place gets: a copy, as Nim's read gives, or a const
   // reference when T cannot be copied.
-  using SharedValue = std::conditional_t<std::is_void_v<T> || std::is_copy_constructible_v<T>, T,
+  using SharedValue = std::conditional_t<std::is_void_v<T> || detail::copyableValue<T>, T,
                                          std::add_lvalue_reference_t<const T>>;
 
   static SharedValue readShared(const detail::FutureState<T>& s) {
@@ -607,7 +615,7 @@ private:
     if (s.failed()) std::rethrow_exception(s.shownError());
     if constexpr (!std::is_void_v<T>) {
       if (s.refs == 1) return std::move(*s.value);
-      if constexpr (std::is_copy_constructible_v<T>) {
+      if constexpr (detail::copyableValue<T>) {
         return *s.value;
       } else {
         throw ValueError(std::string("read: the value of ") + s.fromProc +
