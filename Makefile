@@ -19,7 +19,7 @@
 #   make bench        the benchmark suite against libuv, libev, libevent, asio, Nim and a raw
 #                     epoll floor; the HTTP example against nginx under wrk and the RESP example
 #                     against redis-server (tools/install.sh bench installs them when root;
-#                     ~17 min); writes docs/bench.md (and its chart), build/bench/results.md and
+#                     ~18 min); writes docs/bench.md (and its chart), build/bench/results.md and
 #                     results.json
 #   make bench-quick  the same, one case and short runs (~2 min)
 #                     BENCH_ONLY="http resp" (or echo, programs) runs only those parts of either;
