@@ -1,5 +1,6 @@
 // FutureStream (Nim's asyncstreams) and readAll: values in order, the end, failures, and the
 // reads that wait for a producer.
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -106,5 +107,26 @@ TEST_CASE("FutureStream: a default-constructed stream is nil and throws ValueErr
   FutureStream<int> nil;
   CHECK_THROWS_AS(nil.read(), ValueError);
   CHECK_THROWS_AS(nil.write(1), ValueError);
+  checkDispatcherEmpty();
+}
+
+namespace {
+Future<int> sumBoxes(FutureStream<std::unique_ptr<int>> boxes) {
+  int sum = 0;
+  for (;;) {
+    std::pair<bool, std::unique_ptr<int>> next = co_await boxes.read();
+    if (!next.first) co_return sum;
+    sum += *next.second;
+  }
+}
+} // namespace
+
+TEST_CASE("FutureStream: move-only values pass through to a coroutine that reads them") {
+  FutureStream<std::unique_ptr<int>> boxes = newFutureStream<std::unique_ptr<int>>();
+  Future<int> sum = sumBoxes(boxes);
+  boxes.write(std::make_unique<int>(40));
+  boxes.write(std::make_unique<int>(2));
+  boxes.complete();
+  CHECK(waitFor(sum) == 42);
   checkDispatcherEmpty();
 }
